@@ -1,0 +1,193 @@
+"""One settings object for every service.
+
+Sources, strongest first: explicit arguments, environment variables (``FLEET_<SECTION>_<FIELD>``,
+e.g. ``FLEET_KAFKA_BOOTSTRAP_SERVERS``, ``FLEET_MONGODB_URI``), a TOML file (``--config``,
+``FLEET_CONFIG`` or ``./fleet.toml``), then the defaults below, which describe the local stack.
+
+A connection setting left unset means "the local stack": ``fleet stack up`` starts that server
+and clients connect to it on its configured port. Setting it (for example ``FLEET_MONGODB_URI``
+to a MongoDB 7 cluster) points every service there and the stack starts nothing for it.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+LOCALHOST = "127.0.0.1"
+GOOGLE_STORAGE_ENDPOINT = "https://storage.googleapis.com"
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str | None = Field(
+        None, description="host:port list; unset = the local stack's broker"
+    )
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    extra: dict[str, str] = Field(
+        default_factory=dict, description="more librdkafka settings, passed through as given"
+    )
+    # Local stack only.
+    port: int = 9092
+    controller_port: int = 9093
+    heap: str = "-Xms256m -Xmx1g"
+
+
+class MongoSettings(BaseModel):
+    uri: str | None = Field(None, description="unset = the local stack's MongoDB-wire server")
+    database: str = "fleet"
+    port: int = 27017  # local stack only
+
+
+class MqttSettings(BaseModel):
+    host: str | None = Field(None, description="unset = the local stack's Mosquitto")
+    port: int = 1883
+    # The bridge's account: it may subscribe to readings and publish commands.
+    username: str = "bridge"
+    password: SecretStr = SecretStr("bridge-secret")
+    # A gateway account that may publish for any car (the simulator uses it).
+    gateway_username: str = "fleet-gateway"
+    gateway_password: SecretStr = SecretStr("gateway-secret")
+    tls: bool = False
+
+
+class GcsSettings(BaseModel):
+    endpoint: str | None = Field(
+        None,
+        description=f"unset = the local emulator; {GOOGLE_STORAGE_ENDPOINT} = real GCS",
+    )
+    bucket: str = "fleet-lake"
+    project: str = "fleet-local"
+    port: int = 4443  # local stack only
+
+
+class TopicSettings(BaseModel):
+    telemetry: str = "fleet.telemetry.v1"
+    anomalies: str = "fleet.anomalies.v1"
+    dead_letters: str = "fleet.deadletter.v1"
+    models: str = "fleet.models"
+    telemetry_partitions: int = 6
+    anomalies_partitions: int = 6
+    dead_letters_partitions: int = 1
+    replication_factor: int = 1
+
+
+class GroupSettings(BaseModel):
+    twin: str = "fleet-twin"
+    lake: str = "fleet-lake"
+    scorer: str = "fleet-scorer"
+    bridge: str = "fleet-bridge"
+
+
+class StackSettings(BaseModel):
+    home: Path = Field(Path(".fleet"), description="data, logs and pid files of the local stack")
+    cache: Path = Field(
+        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fleet",
+        description="downloaded Kafka jars (kept across stacks)",
+    )
+    start_timeout: float = 90.0
+
+
+class LogSettings(BaseModel):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["auto", "console", "json"] = "auto"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="FLEET_",
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        extra="ignore",
+        validate_default=True,
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    mongodb: MongoSettings = MongoSettings()
+    mqtt: MqttSettings = MqttSettings()
+    gcs: GcsSettings = GcsSettings()
+    topics: TopicSettings = TopicSettings()
+    groups: GroupSettings = GroupSettings()
+    stack: StackSettings = StackSettings()
+    log: LogSettings = LogSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = config_file_path()
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+    # --- where things are: the configured service, or the local stack's ---
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return self.kafka.bootstrap_servers or f"{LOCALHOST}:{self.kafka.port}"
+
+    @property
+    def mongodb_uri(self) -> str:
+        return self.mongodb.uri or f"mongodb://{LOCALHOST}:{self.mongodb.port}/"
+
+    @property
+    def mqtt_host(self) -> str:
+        return self.mqtt.host or LOCALHOST
+
+    @property
+    def gcs_endpoint(self) -> str:
+        return self.gcs.endpoint or f"http://{LOCALHOST}:{self.gcs.port}"
+
+    @property
+    def uses_real_gcs(self) -> bool:
+        return self.gcs_endpoint.rstrip("/") == GOOGLE_STORAGE_ENDPOINT
+
+    def is_external(self, service: str) -> bool:
+        """True when the user pointed this service elsewhere, so the local stack leaves it be."""
+        return {
+            "kafka": self.kafka.bootstrap_servers is not None,
+            "mongodb": self.mongodb.uri is not None,
+            "mosquitto": self.mqtt.host is not None,
+            "gcs": self.gcs.endpoint is not None,
+        }[service]
+
+
+def config_file_path() -> Path | None:
+    """The TOML file to read: $FLEET_CONFIG if set (it must exist), else ./fleet.toml if present."""
+    named = os.environ.get("FLEET_CONFIG")
+    if named:
+        path = Path(named)
+        if not path.is_file():
+            raise FileNotFoundError(f"FLEET_CONFIG names {path}, which is not a file")
+        return path
+    default = Path("fleet.toml")
+    return default if default.is_file() else None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()
+
+
+def redacted(settings: Settings) -> dict[str, Any]:
+    """Settings as plain data with secrets masked, for logs and `fleet config`."""
+    return settings.model_dump(mode="json")
