@@ -45,12 +45,15 @@ UNITS: Final[dict[str, str]] = {
     "control_unit_firmware": "version",
 }
 
-#: Values outside these closed ranges are physically impossible: the bridge dead-letters them.
+#: Values outside these closed ranges are impossible sensor output: the bridge dead-letters them.
+#: They are wide enough for everything the seed's car model produces: its coolant runs away past
+#: 1,900 °C on overheating cars and its battery charge keeps draining below zero (94% of the
+#: seed's rows), so those bounds are the model's, not a real car's.
 PHYSICAL_RANGES: Final[dict[str, tuple[float, float]]] = {
-    "coolant_temp": (-60.0, 250.0),
+    "coolant_temp": (-60.0, 5000.0),
     "intake_air_temp": (-60.0, 150.0),
     "intake_air_flow_speed": (0.0, 2000.0),
-    "battery_percentage": (0.0, 1.0),
+    "battery_percentage": (-100.0, 1.0),
     "battery_voltage": (0.0, 1000.0),
     "current_draw": (-1000.0, 1000.0),
     "speed": (0.0, 120.0),

@@ -6,6 +6,7 @@ import getpass
 import platform
 import socket
 import shutil
+import signal
 import subprocess
 import sys
 import uuid
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from fleet import clients
 from fleet.settings import LOCALHOST, Settings
+from fleet.stack.process import read_pidfile
 
 KAFKA_VERSION = "4.4.0"
 
@@ -277,6 +279,14 @@ class Mosquitto(Service):
         # -b takes the password as an argument; it never reaches our logs.
         subprocess.run([program, "-b", str(self.password_file), username, password],
                        check=True, capture_output=True)
+
+    def reload(self) -> None:
+        """Make the running broker re-read its password and ACL files."""
+        record = read_pidfile(self.pidfile)
+        process = record.process() if record else None
+        if process is None:
+            raise RuntimeError("mosquitto is not running")
+        process.send_signal(signal.SIGHUP)
 
     def command(self) -> list[str]:
         program = find_program("mosquitto", "/usr/sbin")

@@ -1,0 +1,58 @@
+"""The real local stack for integration tests: started once per session on free ports in a
+temporary folder, stopped at the end. Unit tests never touch it."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fleet.settings import Settings
+from fleet.stack import Stack
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def stack_environment(home: Path) -> dict[str, str]:
+    """FLEET_* variables describing a fresh stack; subprocesses (the CLI) get the same."""
+    return {
+        "FLEET_STACK_HOME": str(home),
+        "FLEET_KAFKA_PORT": str(free_port()),
+        "FLEET_KAFKA_CONTROLLER_PORT": str(free_port()),
+        "FLEET_KAFKA_HEAP": "-Xms256m -Xmx768m",
+        "FLEET_MONGODB_PORT": str(free_port()),
+        "FLEET_MQTT_PORT": str(free_port()),
+        "FLEET_GCS_PORT": str(free_port()),
+    }
+
+
+@pytest.fixture(scope="session")
+def stack_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Start the real stack once; yield the environment that points at it."""
+    env = stack_environment(tmp_path_factory.mktemp("stack"))
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    stack = Stack(Settings())
+    try:
+        stack.up()
+        yield env
+    finally:
+        stack.down()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture
+def settings(stack_env: dict[str, str]) -> Settings:
+    """Settings pointing at the session's stack."""
+    return Settings()
