@@ -48,7 +48,8 @@ def schema_fingerprint(schema: Schema | str) -> bytes:
 def load_schema(name: str) -> Schema:
     """A schema shipped in ``fleet/schemas`` by file stem, e.g. ``telemetry-v1``."""
     text = resources.files("fleet.schemas").joinpath(f"{name}.avsc").read_text()
-    return json.loads(text)  # type: ignore[no-any-return]
+    schema: Schema = json.loads(text)
+    return schema
 
 
 class Codec:
@@ -59,7 +60,7 @@ class Codec:
         self._parsed = fastavro.parse_schema(schema)
         self.fingerprint = schema_fingerprint(schema)
         self.header = MAGIC + self.fingerprint
-        self.name: str = self._parsed["name"]
+        self.name: str = schema["name"]
         self._writers: dict[bytes, Any] = {self.fingerprint: self._parsed}
         for other in also_reads:
             self._writers[schema_fingerprint(other)] = fastavro.parse_schema(other)

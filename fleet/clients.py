@@ -11,7 +11,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
-from google.cloud import storage  # type: ignore[attr-defined]
+from google.cloud import storage
 from paho.mqtt.client import CallbackAPIVersion
 from paho.mqtt.client import Client as MqttClient
 from pymongo import MongoClient
@@ -89,7 +89,7 @@ def gcs_client(settings: Settings) -> storage.Client:
 
     return storage.Client(
         project=settings.gcs.project,
-        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        credentials=AnonymousCredentials(),
         client_options={"api_endpoint": settings.gcs_endpoint},
     )
 

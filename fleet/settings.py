@@ -100,6 +100,37 @@ class StackSettings(BaseModel):
     start_timeout: float = 90.0
 
 
+class IngestSettings(BaseModel):
+    """The fleet simulator, the MQTT-to-Kafka bridge and importers."""
+
+    metrics_port: int = 0  # 0 = no metrics endpoint
+
+
+class TwinSettings(BaseModel):
+    """The twin projector and its queries."""
+
+    collection: str = "twins"
+    metrics_port: int = 0
+
+
+class LakeSettings(BaseModel):
+    """The lake archiver and batch reads."""
+
+    metrics_port: int = 0
+
+
+class MlSettings(BaseModel):
+    """Training, the model registry and live scoring."""
+
+    metrics_port: int = 0
+
+
+class UiSettings(BaseModel):
+    """The Streamlit fleet explorer."""
+
+    port: int = 8501
+
+
 class LogSettings(BaseModel):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["auto", "console", "json"] = "auto"
@@ -122,6 +153,11 @@ class Settings(BaseSettings):
     groups: GroupSettings = GroupSettings()
     stack: StackSettings = StackSettings()
     log: LogSettings = LogSettings()
+    ingest: IngestSettings = IngestSettings()
+    twin: TwinSettings = TwinSettings()
+    lake: LakeSettings = LakeSettings()
+    ml: MlSettings = MlSettings()
+    ui: UiSettings = UiSettings()
 
     @classmethod
     def settings_customise_sources(

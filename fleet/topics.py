@@ -61,13 +61,18 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 def create_topics(admin: AdminClient, specs: list[TopicSpec], timeout: float = 30.0) -> list[str]:
     """Create the topics that do not exist yet; return the names created. Existing ones are kept."""
     new = [
-        NewTopic(s.name, num_partitions=s.partitions, replication_factor=s.replication_factor,
-                 config=s.config)
+        NewTopic(
+            s.name,
+            num_partitions=s.partitions,
+            replication_factor=s.replication_factor,
+            config=s.config,
+        )
         for s in specs
     ]
     created: list[str] = []
-    for name, future in admin.create_topics(new, operation_timeout=timeout,
-                                            request_timeout=timeout).items():
+    for name, future in admin.create_topics(
+        new, operation_timeout=timeout, request_timeout=timeout
+    ).items():
         try:
             future.result()
             created.append(name)

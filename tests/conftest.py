@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,3 +57,26 @@ def stack_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
 def settings(stack_env: dict[str, str]) -> Settings:
     """Settings pointing at the session's stack."""
     return Settings()
+
+
+@pytest.fixture
+def fresh_settings(settings: Settings) -> Settings:
+    """Settings of the session's stack with this test's own topics, database and group ids,
+    so tests sharing the stack never see each other's data. Topics are created here."""
+    from fleet import clients
+    from fleet.topics import create_topics, topic_specs
+
+    suffix = uuid.uuid4().hex[:8]
+    topics = settings.topics.model_copy(
+        update={
+            name: f"{getattr(settings.topics, name)}.{suffix}"
+            for name in ("telemetry", "anomalies", "dead_letters", "models")
+        }
+    )
+    groups = settings.groups.model_copy(
+        update={name: f"{value}-{suffix}" for name, value in settings.groups.model_dump().items()}
+    )
+    mongodb = settings.mongodb.model_copy(update={"database": f"fleet_{suffix}"})
+    isolated = settings.model_copy(update={"topics": topics, "groups": groups, "mongodb": mongodb})
+    create_topics(clients.kafka_admin(isolated), topic_specs(isolated))
+    return isolated

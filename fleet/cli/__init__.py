@@ -33,8 +33,12 @@ def root(
     ctx: typer.Context,
     config: Annotated[
         Path | None,
-        typer.Option("--config", "-c", help="TOML settings file (default: $FLEET_CONFIG or "
-                     "./fleet.toml)", dir_okay=False),
+        typer.Option(
+            "--config",
+            "-c",
+            help="TOML settings file (default: $FLEET_CONFIG or ./fleet.toml)",
+            dir_okay=False,
+        ),
     ] = None,
     log_level: Annotated[
         str | None, typer.Option(help="DEBUG, INFO, WARNING or ERROR (FLEET_LOG_LEVEL)")

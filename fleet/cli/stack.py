@@ -14,20 +14,27 @@ from fleet.cli.context import CliError, load_settings
 from fleet.stack import PrerequisiteMissing, ServiceFailed, Stack
 from fleet.stack.stack import tail
 
-stack_app = typer.Typer(help="The local stack: Kafka, MongoDB-wire server, Mosquitto, GCS "
-                        "emulator (no Docker).", no_args_is_help=True)
+stack_app = typer.Typer(
+    help="The local stack: Kafka, MongoDB-wire server, Mosquitto, GCS emulator (no Docker).",
+    no_args_is_help=True,
+)
 console = Console(stderr=True)
 SERVICES = ("kafka", "mongodb", "mosquitto", "gcs")
 
-Only = Annotated[list[str] | None, typer.Argument(
-    help=f"services to act on (default: all): {', '.join(SERVICES)}", show_default=False)]
+Only = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help=f"services to act on (default: all): {', '.join(SERVICES)}", show_default=False
+    ),
+]
 
 
 def _stack(only: list[str] | None) -> Stack:
     unknown = set(only or ()) - set(SERVICES)
     if unknown:
-        raise typer.BadParameter(f"unknown service {', '.join(sorted(unknown))}; "
-                                 f"choose from {', '.join(SERVICES)}")
+        raise typer.BadParameter(
+            f"unknown service {', '.join(sorted(unknown))}; choose from {', '.join(SERVICES)}"
+        )
     return Stack(load_settings(), only)
 
 
@@ -44,8 +51,22 @@ def up(only: Only = None) -> None:
         stack.up(_progress)
     except (PrerequisiteMissing, ServiceFailed) as exc:
         raise CliError(str(exc)) from None
-    console.print(f"stack is up in {time.monotonic() - started:.1f}s "
-                  f"(data and logs in {stack.home})")
+    console.print(
+        f"stack is up in {time.monotonic() - started:.1f}s (data and logs in {stack.home})"
+    )
+
+
+@stack_app.command()
+def install(only: Only = None) -> None:
+    """Check prerequisites and fetch what the servers need (Kafka's jars), without starting."""
+    stack = _stack(only)
+    try:
+        stack.install()
+    except (PrerequisiteMissing, RuntimeError) as exc:
+        raise CliError(str(exc)) from None
+    console.print(
+        f"stack prerequisites present; Kafka jars cached in {stack.settings.stack.cache.resolve()}"
+    )
 
 
 @stack_app.command()
@@ -66,8 +87,13 @@ def status(
     else:
         table = Table("service", "state", "pid", "address", "healthy")
         for s in statuses:
-            table.add_row(s.name, s.state, str(s.pid or "-"), s.address,
-                          "[green]yes[/green]" if s.healthy else "[red]no[/red]")
+            table.add_row(
+                s.name,
+                s.state,
+                str(s.pid or "-"),
+                s.address,
+                "[green]yes[/green]" if s.healthy else "[red]no[/red]",
+            )
         Console().print(table)
     if not all(s.healthy for s in statuses):
         raise typer.Exit(3)

@@ -44,9 +44,13 @@ def list_topics() -> None:
     table = Table("topic", "partitions", "exists", "config", "purpose")
     for spec in topic_specs(settings):
         actual = existing.get(spec.name)
-        table.add_row(spec.name, str(len(actual.partitions) if actual else spec.partitions),
-                      "yes" if actual else "no",
-                      ", ".join(f"{k}={v}" for k, v in spec.config.items()), spec.purpose)
+        table.add_row(
+            spec.name,
+            str(len(actual.partitions) if actual else spec.partitions),
+            "yes" if actual else "no",
+            ", ".join(f"{k}={v}" for k, v in spec.config.items()),
+            spec.purpose,
+        )
     Console().print(table)
 
 

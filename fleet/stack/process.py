@@ -6,6 +6,7 @@ A pid file records the pid and the process's start time, so `down` stops exactly
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -42,8 +43,9 @@ def read_pidfile(path: Path) -> PidRecord | None:
         return None
 
 
-def spawn(command: list[str], log_file: Path, pidfile: Path, cwd: Path,
-          env: dict[str, str] | None = None) -> PidRecord:
+def spawn(
+    command: list[str], log_file: Path, pidfile: Path, cwd: Path, env: dict[str, str] | None = None
+) -> PidRecord:
     """Start ``command`` in its own session (it survives our exit) and record it."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as log:
@@ -73,15 +75,11 @@ def terminate(record: PidRecord, timeout: float = 30.0) -> bool:
         return False
     family = [proc, *proc.children(recursive=True)]
     for member in family:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             member.terminate()
-        except psutil.NoSuchProcess:
-            pass
     _, alive = psutil.wait_procs(family, timeout=timeout)
     for member in alive:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             member.kill()
-        except psutil.NoSuchProcess:
-            pass
     psutil.wait_procs(alive, timeout=5)
     return True

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import getpass
 import platform
-import socket
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -64,8 +64,12 @@ class Service(ABC):
     def check_prerequisites(self) -> None:
         """Raise PrerequisiteMissing with an install hint; cheap, no side effects."""
 
+    def install(self) -> None:
+        """Fetch what the server needs into the shared cache (idempotent)."""
+
     def prepare(self) -> None:
-        """Install and configure before the first start (idempotent)."""
+        """Install and configure before each start (idempotent)."""
+        self.install()
         self.home.mkdir(parents=True, exist_ok=True)
 
     @abstractmethod
@@ -100,7 +104,7 @@ class Kafka(Service):
                 "install it with `apt-get install maven`"
             )
 
-    def fetch_jars(self) -> None:
+    def install(self) -> None:
         """Resolve the broker's jars with Maven into the cache, atomically, once."""
         if self.jars.is_dir():
             return
@@ -111,48 +115,60 @@ class Kafka(Service):
         mvn = find_program("mvn")
         assert mvn is not None  # check_prerequisites ran first
         result = subprocess.run(
-            [mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
-             f"-DoutputDirectory={staging}", "-DincludeScope=runtime"],
-            capture_output=True, text=True, check=False,
+            [
+                mvn,
+                "-q",
+                "-B",
+                "-f",
+                str(pom),
+                "dependency:copy-dependencies",
+                f"-DoutputDirectory={staging}",
+                "-DincludeScope=runtime",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         pom.unlink(missing_ok=True)
         if result.returncode != 0:
             shutil.rmtree(staging, ignore_errors=True)
-            raise RuntimeError(f"Maven could not fetch Kafka {KAFKA_VERSION}:\n{result.stdout}"
-                               f"{result.stderr}")
+            raise RuntimeError(
+                f"Maven could not fetch Kafka {KAFKA_VERSION}:\n{result.stdout}{result.stderr}"
+            )
         staging.rename(self.jars)
 
     def prepare(self) -> None:
         super().prepare()
-        self.fetch_jars()
         kafka = self.settings.kafka
         data = self.home / "data"
         (self.home / "log4j2.yaml").write_text(resource_text("kafka-log4j2.yaml"))
         (self.home / "server.properties").write_text(
-            "\n".join([
-                "process.roles=broker,controller",
-                "node.id=1",
-                f"controller.quorum.bootstrap.servers={LOCALHOST}:{kafka.controller_port}",
-                f"listeners=PLAINTEXT://{LOCALHOST}:{kafka.port},"
-                f"CONTROLLER://{LOCALHOST}:{kafka.controller_port}",
-                f"advertised.listeners=PLAINTEXT://{LOCALHOST}:{kafka.port}",
-                "controller.listener.names=CONTROLLER",
-                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-                "inter.broker.listener.name=PLAINTEXT",
-                f"log.dirs={data}",
-                "num.partitions=6",
-                "offsets.topic.replication.factor=1",
-                "offsets.topic.num.partitions=6",
-                "transaction.state.log.replication.factor=1",
-                "transaction.state.log.min.isr=1",
-                "share.coordinator.state.topic.replication.factor=1",
-                "share.coordinator.state.topic.min.isr=1",
-                # One node: a new consumer group need not wait for more members.
-                "group.initial.rebalance.delay.ms=0",
-                "auto.create.topics.enable=false",
-                "log.retention.hours=-1",
-                "",
-            ])
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.bootstrap.servers={LOCALHOST}:{kafka.controller_port}",
+                    f"listeners=PLAINTEXT://{LOCALHOST}:{kafka.port},"
+                    f"CONTROLLER://{LOCALHOST}:{kafka.controller_port}",
+                    f"advertised.listeners=PLAINTEXT://{LOCALHOST}:{kafka.port}",
+                    "controller.listener.names=CONTROLLER",
+                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    "inter.broker.listener.name=PLAINTEXT",
+                    f"log.dirs={data}",
+                    "num.partitions=6",
+                    "offsets.topic.replication.factor=1",
+                    "offsets.topic.num.partitions=6",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "share.coordinator.state.topic.replication.factor=1",
+                    "share.coordinator.state.topic.min.isr=1",
+                    # One node: a new consumer group need not wait for more members.
+                    "group.initial.rebalance.delay.ms=0",
+                    "auto.create.topics.enable=false",
+                    "log.retention.hours=-1",
+                    "",
+                ]
+            )
         )
         if not (data / "meta.properties").exists():
             self._format_storage()
@@ -160,18 +176,40 @@ class Kafka(Service):
     def _java(self, main: str, *args: str) -> list[str]:
         java = find_program("java")
         assert java is not None
-        return [java, *self.settings.kafka.heap.split(), "-cp", f"{self.jars}/*",
-                f"-Dlog4j2.configurationFile={self.home / 'log4j2.yaml'}", main, *args]
+        return [
+            java,
+            *self.settings.kafka.heap.split(),
+            "-cp",
+            f"{self.jars}/*",
+            f"-Dlog4j2.configurationFile={self.home / 'log4j2.yaml'}",
+            main,
+            *args,
+        ]
 
     def _format_storage(self) -> None:
-        cluster_id = subprocess.run(
-            self._java("kafka.tools.StorageTool", "random-uuid"),
-            capture_output=True, text=True, check=True,
-        ).stdout.strip().splitlines()[-1]
+        cluster_id = (
+            subprocess.run(
+                self._java("kafka.tools.StorageTool", "random-uuid"),
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
         subprocess.run(
-            self._java("kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id,
-                       "-c", str(self.home / "server.properties")),
-            capture_output=True, text=True, check=True,
+            self._java(
+                "kafka.tools.StorageTool",
+                "format",
+                "--standalone",
+                "-t",
+                cluster_id,
+                "-c",
+                str(self.home / "server.properties"),
+            ),
+            capture_output=True,
+            text=True,
+            check=True,
         )
 
     def command(self) -> list[str]:
@@ -204,8 +242,17 @@ class MongoWire(Service):
     def command(self) -> list[str]:
         program = find_program("secantusd-py")
         assert program is not None
-        return [program, "--host", LOCALHOST, "--port", str(self.settings.mongodb.port),
-                "--storage-path", str(self.home / "data"), "--log-level", "WARNING"]
+        return [
+            program,
+            "--host",
+            LOCALHOST,
+            "--port",
+            str(self.settings.mongodb.port),
+            "--storage-path",
+            str(self.home / "data"),
+            "--log-level",
+            "WARNING",
+        ]
 
     def healthy(self) -> bool:
         try:
@@ -243,33 +290,36 @@ class Mosquitto(Service):
         self.add_user(mqtt.username, mqtt.password.get_secret_value())
         self.add_user(mqtt.gateway_username, mqtt.gateway_password.get_secret_value())
         (self.home / "acl").write_text(
-            resource_text("mosquitto-acl").format(bridge=mqtt.username,
-                                                  gateway=mqtt.gateway_username)
+            resource_text("mosquitto-acl").format(
+                bridge=mqtt.username, gateway=mqtt.gateway_username
+            )
         )
         (self.home / "data").mkdir(exist_ok=True)
         (self.home / "mosquitto.conf").write_text(
-            "\n".join([
-                "per_listener_settings false",
-                # Started as root, Mosquitto would switch to user `mosquitto`, which cannot
-                # read our folder; run as whoever runs the stack.
-                f"user {getpass.getuser()}",
-                f"listener {self.settings.mqtt.port} {LOCALHOST}",
-                "allow_anonymous false",
-                f"password_file {self.password_file}",
-                f"acl_file {self.home / 'acl'}",
-                "persistence true",
-                f"persistence_location {self.home / 'data'}/",
-                "autosave_interval 10",
-                # A bridge that stops acking (backpressure) must not make Mosquitto drop QoS 1.
-                "max_queued_messages 1000000",
-                "max_inflight_messages 1000",
-                "log_dest stdout",
-                "log_type error",
-                "log_type warning",
-                "log_type notice",
-                "connection_messages false",
-                "",
-            ])
+            "\n".join(
+                [
+                    "per_listener_settings false",
+                    # Started as root, Mosquitto would switch to user `mosquitto`, which cannot
+                    # read our folder; run as whoever runs the stack.
+                    f"user {getpass.getuser()}",
+                    f"listener {self.settings.mqtt.port} {LOCALHOST}",
+                    "allow_anonymous false",
+                    f"password_file {self.password_file}",
+                    f"acl_file {self.home / 'acl'}",
+                    "persistence true",
+                    f"persistence_location {self.home / 'data'}/",
+                    "autosave_interval 10",
+                    # A bridge that stops acking (backpressure) must not make Mosquitto drop QoS 1.
+                    "max_queued_messages 1000000",
+                    "max_inflight_messages 1000",
+                    "log_dest stdout",
+                    "log_type error",
+                    "log_type warning",
+                    "log_type notice",
+                    "connection_messages false",
+                    "",
+                ]
+            )
         )
 
     def add_user(self, username: str, password: str) -> None:
@@ -277,8 +327,11 @@ class Mosquitto(Service):
         program = find_program("mosquitto_passwd", "/usr/sbin")
         assert program is not None
         # -b takes the password as an argument; it never reaches our logs.
-        subprocess.run([program, "-b", str(self.password_file), username, password],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [program, "-b", str(self.password_file), username, password],
+            check=True,
+            capture_output=True,
+        )
 
     def reload(self) -> None:
         """Make the running broker re-read its password and ACL files."""
@@ -298,8 +351,9 @@ class Mosquitto(Service):
 
         client = clients.mqtt_client(self.settings, client_id=f"fleet-health-{uuid.uuid4().hex}")
         try:
-            return client.connect(self.settings.mqtt_host, self.settings.mqtt.port,
-                                  keepalive=5) == mqtt.MQTT_ERR_SUCCESS and self._connack(client)
+            return client.connect(
+                self.settings.mqtt_host, self.settings.mqtt.port, keepalive=5
+            ) == mqtt.MQTT_ERR_SUCCESS and self._connack(client)
         except OSError:
             return False
         finally:
@@ -345,17 +399,33 @@ class GcsEmulator(Service):
 
     def command(self) -> list[str]:
         port = self.settings.gcs.port
-        return [str(self.binary()), "-scheme", "http", "-host", LOCALHOST, "-port", str(port),
-                "-backend", "filesystem", "-filesystem-root", str(self.home / "data"),
-                "-external-url", f"http://{LOCALHOST}:{port}",
-                "-public-host", f"{LOCALHOST}:{port}", "-log-level", "warn"]
+        return [
+            str(self.binary()),
+            "-scheme",
+            "http",
+            "-host",
+            LOCALHOST,
+            "-port",
+            str(port),
+            "-backend",
+            "filesystem",
+            "-filesystem-root",
+            str(self.home / "data"),
+            "-external-url",
+            f"http://{LOCALHOST}:{port}",
+            "-public-host",
+            f"{LOCALHOST}:{port}",
+            "-log-level",
+            "warn",
+        ]
 
     def healthy(self) -> bool:
         import urllib.request
 
         try:
-            with urllib.request.urlopen(f"{self.settings.gcs_endpoint}/storage/v1/b",
-                                        timeout=2) as response:
+            with urllib.request.urlopen(
+                f"{self.settings.gcs_endpoint}/storage/v1/b", timeout=2
+            ) as response:
                 return bool(response.status == 200)
         except OSError:
             return False

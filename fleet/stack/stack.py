@@ -52,6 +52,12 @@ class Stack:
         for service in self.managed():
             service.check_prerequisites()
 
+    def install(self) -> None:
+        """Everything `up` needs before it can start, without starting anything."""
+        self.check_prerequisites()
+        for service in self.managed():
+            service.install()
+
     def up(self, on_progress: Callable[[str, str], None] = lambda name, state: None) -> None:
         """Start every managed service that is not running; wait until all are healthy.
 
@@ -96,8 +102,13 @@ class Stack:
             return service.healthy()
 
         try:
-            wait_for(ready, self.settings.stack.start_timeout, f"{service.name} to be healthy",
-                     interval=0.2, fatal=(ServiceFailed,))
+            wait_for(
+                ready,
+                self.settings.stack.start_timeout,
+                f"{service.name} to be healthy",
+                interval=0.2,
+                fatal=(ServiceFailed,),
+            )
         except DeadlineExceeded:
             raise ServiceFailed(
                 f"{service.name} did not become healthy within "
@@ -119,14 +130,18 @@ class Stack:
         for service in self.services:
             healthy = service.healthy()
             if service.external:
-                result.append(ServiceStatus(service.name, "external", None, service.address(),
-                                            healthy))
+                result.append(
+                    ServiceStatus(service.name, "external", None, service.address(), healthy)
+                )
                 continue
             record = read_pidfile(service.pidfile)
             proc = record.process() if record else None
             state = "stopped" if proc is None else ("running" if healthy else "unhealthy")
-            result.append(ServiceStatus(service.name, state, proc.pid if proc else None,
-                                        service.address(), healthy))
+            result.append(
+                ServiceStatus(
+                    service.name, state, proc.pid if proc else None, service.address(), healthy
+                )
+            )
         return result
 
     def log_file(self, name: str) -> Path:

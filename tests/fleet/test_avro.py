@@ -101,9 +101,7 @@ def test_truncated_body_is_an_avro_decode_error() -> None:
 def telemetry_v2() -> dict:
     """A future writer: v1 plus an optional field, as schema evolution allows."""
     schema = copy.deepcopy(load_schema("telemetry-v1"))
-    schema["fields"].append(
-        {"name": "odometer_km", "type": ["null", "double"], "default": None}
-    )
+    schema["fields"].append({"name": "odometer_km", "type": ["null", "double"], "default": None})
     return schema
 
 

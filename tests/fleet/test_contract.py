@@ -14,7 +14,10 @@ def test_eighteen_sensors_with_the_seed_types() -> None:
     assert len(SENSORS) == 18
     ints = {name for name, kind in SENSOR_TYPES.items() if kind is int}
     assert ints == {
-        "tire_pressure_1_1", "tire_pressure_1_2", "tire_pressure_2_1", "tire_pressure_2_2",
+        "tire_pressure_1_1",
+        "tire_pressure_1_2",
+        "tire_pressure_2_1",
+        "tire_pressure_2_2",
         "control_unit_firmware",
     }
 

@@ -40,14 +40,19 @@ def test_ten_thousand_avro_events_round_trip_through_kafka_with_a_consumer_group
     producer = clients.kafka_producer(settings)
     failures: list[str] = []
     for record, value in zip(sent, codec.encode_many(sent), strict=True):
-        producer.produce(topic, key=record["car_id"], value=value,
-                         on_delivery=lambda err, _msg: err and failures.append(str(err)))
+        producer.produce(
+            topic,
+            key=record["car_id"],
+            value=value,
+            on_delivery=lambda err, _msg: err and failures.append(str(err)),
+        )
         producer.poll(0)
     assert producer.flush(30) == 0
     assert failures == []
 
-    consumer = clients.kafka_consumer(settings, group_id=f"smoke-{uuid.uuid4().hex[:8]}",
-                                      **{"session.timeout.ms": 6000})
+    consumer = clients.kafka_consumer(
+        settings, group_id=f"smoke-{uuid.uuid4().hex[:8]}", **{"session.timeout.ms": 6000}
+    )
     consumer.subscribe([topic])
     received: list[dict] = []
     partitions: set[int] = set()
@@ -88,12 +93,15 @@ def test_platform_topics_exist_with_their_configs(settings: Settings) -> None:
 def test_mongodb_wire_server_upserts_and_queries(settings: Settings) -> None:
     with clients.mongo_client(settings) as client:
         twins = client[settings.mongodb.database][f"smoke_{uuid.uuid4().hex[:8]}"]
-        twins.update_one({"_id": "car1"}, {"$set": {"speed": 10.0}, "$inc": {"events": 1}},
-                         upsert=True)
-        twins.update_one({"_id": "car1"}, {"$max": {"speed": 25.0}, "$inc": {"events": 1}},
-                         upsert=True)
-        twins.update_one({"_id": "car2"}, {"$set": {"speed": 5.0}, "$inc": {"events": 1}},
-                         upsert=True)
+        twins.update_one(
+            {"_id": "car1"}, {"$set": {"speed": 10.0}, "$inc": {"events": 1}}, upsert=True
+        )
+        twins.update_one(
+            {"_id": "car1"}, {"$max": {"speed": 25.0}, "$inc": {"events": 1}}, upsert=True
+        )
+        twins.update_one(
+            {"_id": "car2"}, {"$set": {"speed": 5.0}, "$inc": {"events": 1}}, upsert=True
+        )
         fast = list(twins.find({"speed": {"$gt": 20}}))
         assert fast == [{"_id": "car1", "speed": 25.0, "events": 2}]
         assert twins.count_documents({}) == 2
@@ -117,8 +125,7 @@ class Subscriber:
         self.messages: list[tuple[str, bytes]] = []
         self.subscribed = threading.Event()
         self.client = clients.mqtt_client(settings, client_id=f"sub-{uuid.uuid4().hex[:8]}")
-        self.client.on_message = lambda _c, _u, msg: self.messages.append(
-            (msg.topic, msg.payload))
+        self.client.on_message = lambda _c, _u, msg: self.messages.append((msg.topic, msg.payload))
         self.client.on_subscribe = lambda *args: self.subscribed.set()
         self.client.on_connect = lambda c, *args: c.subscribe(topic_filter, qos=1)
         self.client.connect(settings.mqtt_host, settings.mqtt.port)
@@ -151,11 +158,16 @@ def test_mqtt_authenticated_publish_is_received(settings: Settings) -> None:
     subscriber = Subscriber(settings, "vehicles/sensor/data/+")
     try:
         publisher = clients.mqtt_client(
-            settings, client_id="gw-smoke", username=settings.mqtt.gateway_username,
-            password=settings.mqtt.gateway_password.get_secret_value())
+            settings,
+            client_id="gw-smoke",
+            username=settings.mqtt.gateway_username,
+            password=settings.mqtt.gateway_password.get_secret_value(),
+        )
         publisher.connect(settings.mqtt_host, settings.mqtt.port)
         publisher.loop_start()
-        publisher.publish("vehicles/sensor/data/car42", b'{"speed": 1.5}', qos=1).wait_for_publish(10)
+        publisher.publish("vehicles/sensor/data/car42", b'{"speed": 1.5}', qos=1).wait_for_publish(
+            10
+        )
         publisher.loop_stop()
         publisher.disconnect()
         wait_for(lambda: subscriber.messages, timeout=10, what="the MQTT message")
@@ -167,20 +179,26 @@ def test_mqtt_authenticated_publish_is_received(settings: Settings) -> None:
 def test_mqtt_refuses_anonymous_and_wrong_password(settings: Settings) -> None:
     assert connect_result(settings, None, None) == "Not authorized"
     assert connect_result(settings, settings.mqtt.username, "wrong") == "Not authorized"
-    assert connect_result(settings, settings.mqtt.username,
-                          settings.mqtt.password.get_secret_value()) == "Success"
+    assert (
+        connect_result(settings, settings.mqtt.username, settings.mqtt.password.get_secret_value())
+        == "Success"
+    )
 
 
 def test_mqtt_acl_lets_a_car_publish_only_as_itself(settings: Settings) -> None:
     mosquitto = Mosquitto(settings)
     mosquitto.add_user("carA", "carA-secret")
     mosquitto.reload()
-    wait_for(lambda: connect_result(settings, "carA", "carA-secret") == "Success", timeout=10,
-             what="the new account to be loaded")
+    wait_for(
+        lambda: connect_result(settings, "carA", "carA-secret") == "Success",
+        timeout=10,
+        what="the new account to be loaded",
+    )
     subscriber = Subscriber(settings, "vehicles/sensor/data/+")
     try:
-        car = clients.mqtt_client(settings, client_id="carA", username="carA",
-                                  password="carA-secret")
+        car = clients.mqtt_client(
+            settings, client_id="carA", username="carA", password="carA-secret"
+        )
         car.connect(settings.mqtt_host, settings.mqtt.port)
         car.loop_start()
         # Same connection, in order: if the forbidden message were delivered, it would arrive

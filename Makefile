@@ -1,0 +1,53 @@
+# Two commands for a newcomer:  `make setup` (once)  and  `make test`.
+# `make up` / `make down` run the local stack; everything else is `.venv/bin/fleet --help`.
+
+VENV   ?= .venv
+PYTHON ?= python3
+BIN    := $(VENV)/bin
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT    := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
+
+.PHONY: setup system python kafka-jars test lint typecheck pytest up down clean
+
+setup: system python kafka-jars  ## install everything the platform and its tests need
+
+system:  ## Debian packages: Mosquitto, Java 17 and Maven (for Kafka's jars)
+	@missing=""; \
+	{ command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ]; } || missing="$$missing mosquitto"; \
+	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
+	command -v mvn >/dev/null || missing="$$missing maven"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; $(SUDO) apt-get update -qq && $(APT) $$missing; \
+	else echo "system packages present"; fi
+
+python: $(BIN)/fleet  ## a virtualenv with the platform and its test tools
+
+$(BIN)/fleet: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[all,test]"
+	@touch $@
+
+kafka-jars: python  ## resolve Apache Kafka's jars from Maven Central into the cache (once)
+	$(BIN)/fleet stack install
+
+test: lint typecheck pytest  ## what CI runs
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck:
+	$(BIN)/mypy
+
+pytest:
+	$(BIN)/pytest
+
+up:
+	$(BIN)/fleet stack up
+
+down:
+	$(BIN)/fleet stack down
+
+clean: down
+	rm -rf .fleet
