@@ -9,7 +9,9 @@ between the healthy and failed outputs of the seed's car model (see DESIGN.md):
 * shock absorber: healthy wheel accelerometer [0,1) or [2,3) on a bump, failed [3,4) or [5,7);
 * drive shaft: engine vibration = speed x 100 when healthy, x 150 when degraded;
 * coolant: per 10 s step the coolant rises by about current draw x 0.1 degC when healthy and
-  x 0.5 when overheating, i.e. 0.01 vs 0.05 degC per ampere-second;
+  x 0.5 when overheating, i.e. 0.01 vs 0.05 degC per ampere-second; and at or above 130 degC
+  it is overheating whatever the rate (the simulator's working radiator holds healthy cars
+  near 90-105 degC; the seed's model has no radiator, so its healthy cars also run hot);
 * firmware: 2000 is current, 1000 is outdated.
 """
 
@@ -28,7 +30,8 @@ SHOCK_ABSORBER_ACCEL = 3.0  # m/s^2
 DRIVE_SHAFT_VIBRATION_PER_SPEED = 125.0  # mV per m/s
 DRIVE_SHAFT_MIN_SPEED = 1.0  # m/s: below this the ratio is noise
 COOLANT_HEATING_PER_AMP_SECOND = 0.03  # degC per (A * s)
-COOLANT_MIN_CURRENT = 2.0  # A: below this the heating is dominated by other terms
+COOLANT_MIN_CURRENT = 5.0  # A: below this the heating from speed dominates
+COOLANT_HOT = 130.0  # degC: overheating whatever the rate (a saturated sensor stops rising)
 COOLANT_MAX_GAP_S = 120.0  # a rate over a longer gap says nothing about the last step
 CURRENT_FIRMWARE = 2000
 
@@ -55,7 +58,9 @@ def drive_shaft_vibration(reading: Reading, _previous: Reading | None) -> bool |
 
 
 def coolant_overheating(reading: Reading, previous: Reading | None) -> bool | None:
-    """Heating rate per ampere over the last step (needs the previous reading)."""
+    """Too hot, or heating too fast per ampere over the last step (needs the previous reading)."""
+    if float(reading["coolant_temp"]) >= COOLANT_HOT:
+        return True
     if previous is None:
         return None
     current = float(previous["current_draw"])
