@@ -231,12 +231,12 @@ class Projector:
             return
         self._lag_checked = now
         for topic, partition in list(self._assigned):
-            try:
-                low, high = consumer.get_watermark_offsets(
-                    TopicPartition(topic, partition), timeout=1.0, cached=False
-                )
-            except KafkaException:
-                continue  # Kafka away: try again next time
+            # The high watermark as the last fetch response told it: no broker round trip.
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), cached=True
+            )
+            if high < 0:
+                continue  # nothing fetched yet
             position = self._next.get((topic, partition))
             if position is None:
                 (where,) = consumer.position([TopicPartition(topic, partition)])
