@@ -155,3 +155,63 @@ def test_rebuild_while_queries_and_the_projector_run(fresh_settings: Settings) -
     assert {"condition", "anomalous", "last_seen", "firmware"} <= names
     leftovers = [n for n in collection.database.list_collection_names() if "rebuild" in n]
     assert leftovers == []
+
+
+@pytest.mark.fault
+def test_mongodb_away_for_a_while_then_back(fresh_settings: Settings, tmp_path: Path) -> None:
+    """The projector's own MongoDB-wire server is killed and restarted: retries, no loss."""
+    import shutil
+    import socket
+
+    from prometheus_client import REGISTRY
+
+    from fleet import clients
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    program = shutil.which("secantusd-py") or str(Path(sys.executable).with_name("secantusd-py"))
+    command = [program, "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--storage-path", str(tmp_path / "data"), "--log-level", "WARNING"]
+    settings = fresh_settings.model_copy(
+        update={
+            "mongodb": fresh_settings.mongodb.model_copy(update={"port": port}),
+            "twin": fresh_settings.twin.model_copy(update={"max_backoff": 1.0}),
+        }
+    )
+
+    def serving() -> bool:
+        with clients.mongo_client(settings, serverSelectionTimeoutMS=500) as client:
+            client.admin.command("ping")
+        return True
+
+    def retries() -> float:
+        return REGISTRY.get_sample_value("fleet_twin_retries_total", {"server": "mongodb"}) or 0.0
+
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(serving, 60, "a private MongoDB-wire server")
+        first = [reading(f"car{c}", seq=s) for s in range(5) for c in range(10)]
+        later = [reading(f"car{c}", seq=s) for s in range(5, 10) for c in range(10)]
+        produce(settings, first)
+        with running_projector(settings):
+            wait_for(lambda: events_applied(settings) == len(first), 60, "first events")
+            server.kill()
+            server.wait(30)
+            before = retries()
+            produce(settings, later)
+            wait_for(lambda: retries() > before, 60, "the projector retrying")
+            server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            wait_for(serving, 60, "the server back")
+            wait_for(
+                lambda: events_applied(settings) == len(first) + len(later),
+                90,
+                "events produced while MongoDB was away",
+            )
+        twins = all_twins(settings)
+        assert len(twins) == 10
+        assert all(t["last_reading"]["seq"] == 9 for t in twins.values())
+        assert all(t["counters"]["readings_applied"] == 10 for t in twins.values())
+    finally:
+        server.kill()
+        server.wait(30)
