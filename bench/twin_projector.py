@@ -217,6 +217,36 @@ def projector_rss(settings: Settings, env: dict[str, str], total: int) -> dict[s
     return {"peak_rss_mb": round(peak / 2**20, 1), "seconds": time.perf_counter() - started}
 
 
+def memory_only(args: argparse.Namespace, env: dict[str, str]) -> None:
+    """Same number of events per run, so every run polls equally full batches: only the
+    number of distinct cars grows."""
+    base = Settings()
+    base = base.model_copy(update={"twin": base.twin.model_copy(update={"batch_size": args.batch})})
+    memory = []
+    for cars in [int(n) for n in args.memory_cars.split(",") if n]:
+        steps = max(1, args.memory_only // cars)
+        sized = isolated(base, f"mem{cars}")
+        total = produce(sized, readings(cars, steps))
+        sized = sized.model_copy(update={"twin": base.twin})
+        figures = projector_rss(sized, env, total)
+        memory.append({"cars": cars, "events": total, "batch": args.batch, **figures})
+        print(f"  memory with {cars} cars, {total} events: {figures['peak_rss_mb']} MB", flush=True)
+    results = json.loads(args.out.read_text()) if args.out.exists() else {}
+    results["memory_same_events"] = memory
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    table = [
+        "",
+        f"Same events per run ({args.memory_only}), {args.batch} events per poll:",
+        "",
+        "| cars | events | projector peak RSS (MB) |",
+        "| ---: | ---: | ---: |",
+        *(f"| {m['cars']} | {m['events']} | {m['peak_rss_mb']} |" for m in memory),
+    ]
+    with args.out.with_suffix(".md").open("a") as md:
+        md.write("\n".join(table) + "\n")
+    print("\n".join(table))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cars", type=int, default=10_000)
@@ -227,9 +257,24 @@ def main() -> None:
     parser.add_argument("--baseline-events", type=int, default=20_000)
     parser.add_argument("--running", action="store_true", help="use the stack FLEET_* names")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "twin.json")
+    parser.add_argument(
+        "--memory-only",
+        type=int,
+        metavar="EVENTS",
+        default=0,
+        help="only the memory runs, each with this many events (readings = EVENTS / cars) and "
+        "--batch events per poll, added to --out as memory_same_events",
+    )
     args = parser.parse_args()
 
     stack, env = (None, {}) if args.running else start_stack()
+    if args.memory_only:
+        try:
+            memory_only(args, env)
+        finally:
+            if stack is not None:
+                stack.down()
+        return
     try:
         base = Settings()
         base = base.model_copy(

@@ -149,7 +149,7 @@ def test_health_conditions_of_each_failure_mode_on_the_twins(
     assert {"condition", "anomalous", "last_seen", "firmware"} <= names
 
     # The same, through the CLI.
-    env = cli_env(stack_env, fresh_settings)
+    env = cli_env(stack_env, fresh_settings) | {"COLUMNS": "200"}  # rich: no wrapping
 
     def fleet(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
