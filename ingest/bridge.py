@@ -31,7 +31,7 @@ from functools import partial
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from prometheus_client import Counter, Gauge, Histogram
@@ -115,6 +115,7 @@ class Bridge:
         )
         self.max_in_flight = ingest.bridge_max_in_flight
         self.batch_size = ingest.bridge_batch_size
+        self.flush_timeout = 30.0
         self.max_payload = ingest.max_payload_bytes
         self.reserved = frozenset({settings.mqtt.username, settings.mqtt.gateway_username})
         self.subscription = f"$share/{settings.groups.bridge}/{ingest.bridge_topic_filter}"
@@ -135,6 +136,9 @@ class Bridge:
         self._thread: threading.Thread | None = None
         self._shutdown = Shutdown()
         self._error: BaseException | None = None
+        self._retry: list[Outgoing] = []
+        self._run_shutdown: Shutdown | None = None
+        self._last_warning = 0.0
         self.client = self._mqtt_client()
 
     # --- MQTT side (paho's network thread) ---
@@ -249,16 +253,24 @@ class Bridge:
                 return
             except BufferError:  # librdkafka's queue is full: serve callbacks, then retry
                 self.producer.poll(0.1)
+            except KafkaException as exc:  # e.g. the topic is missing: wait for it
+                if self._stopping or (self._run_shutdown and self._run_shutdown.requested):
+                    return  # never acked: the broker redelivers it to the next session
+                now = time.monotonic()
+                if now - self._last_warning > 10:
+                    log.warning("kafka refuses readings; holding them", error=str(exc))
+                    self._last_warning = now
+                self.producer.poll(0.5)
 
     def _delivered(self, out: Outgoing, err: KafkaError | None, _msg: Message) -> None:
         if err is not None:
             if err.fatal():
                 self._fatal = err
                 return
-            # Not confirmed and not acked: produce it again (the idempotent producer keeps order).
+            # Not confirmed and not acked: the main loop produces it again.
             log.warning("kafka delivery failed; retrying", error=str(err))
             self.stats.retried += 1
-            self._produce(out)
+            self._retry.append(out)
             return
         rejected, item = out.rejected, out.item
         if rejected is None:
@@ -293,11 +305,14 @@ class Bridge:
 
     def run(self, shutdown: Shutdown) -> None:
         """Bridge until ``shutdown`` is requested; then stop taking, flush, ack, disconnect."""
+        self._run_shutdown = shutdown
         self.connect()
         try:
             while not shutdown.requested:
                 if self._fatal is not None:
                     raise KafkaFatal(f"Kafka producer failed: {self._fatal}")
+                while self._retry:
+                    self._produce(self._retry.pop(0))
                 batch = self._take(wait=0.01 if self.stats.in_flight else 0.1)
                 if batch:
                     self._handle(batch)
@@ -315,7 +330,7 @@ class Bridge:
         # Messages already taken go to Kafka too; what arrives from now on stays unacked.
         while batch := self._take(wait=0):
             self._handle(batch)
-        remaining = self.producer.flush(30)
+        remaining = self.producer.flush(self.flush_timeout)
         self.client.disconnect()  # queued after the last PUBACKs, so they are sent first
         self.client.loop_stop()
         log.info(

@@ -71,10 +71,11 @@ class BatchEncoder:
 
     def encode(self, batch: ReadingBatch) -> list[bytes]:
         n = len(batch)
-        cars = self._cars
-        car_parts = [cars.get(c) or cars.setdefault(c, avro_string(c)) for c in batch.car_ids]
+        cars, header = self._cars, self.header
+        # header + car id is constant per car; event time and seq are constant per step.
+        heads = [cars.get(c) or cars.setdefault(c, header + avro_string(c)) for c in batch.car_ids]
         time_seq = varint(batch.event_time_ms) + varint(batch.seq)
-        columns: list[list[bytes]] = []
+        columns: list[list[bytes]] = [[head + time_seq for head in heads]]
         for kind, names in self.pieces:
             if kind == "f":
                 block = np.column_stack([batch.sensors[name] for name in names]).astype("<f4")
@@ -84,11 +85,7 @@ class BatchEncoder:
                 values: list[int] = batch.sensors[names[0]].astype(np.int64).tolist()
                 columns.append([self._int(v) for v in values])
         columns.append(self._label_column(batch))
-        header = self.header
-        return [
-            b"".join((header, car, time_seq, *row))
-            for car, row in zip(car_parts, zip(*columns, strict=True), strict=True)
-        ]
+        return list(map(b"".join, zip(*columns, strict=True)))
 
     def _label_column(self, batch: ReadingBatch) -> list[bytes]:
         modes = list(batch.failures)

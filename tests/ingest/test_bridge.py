@@ -16,7 +16,7 @@ from fleet.avro import telemetry_codec
 from fleet.contract import SENSORS
 from fleet.settings import Settings
 from fleet.stack.services import Mosquitto
-from fleet.waiting import wait_for
+from fleet.waiting import DeadlineExceeded, wait_for
 from ingest.bridge import Bridge
 from ingest.deadletter import header_dict
 from tests.ingest.helpers import Publisher, TopicReader, valid_payload, valid_sensors
@@ -330,3 +330,43 @@ def test_the_csv_importer_replays_the_seed_sample_and_dead_letters_bad_rows(
     }
     assert {m.value().decode() for m in letters} == set(bad)
     assert all(h["file"] == "sample.csv" for h in rows.values())
+
+
+def test_backpressure_when_kafka_cannot_take_readings_then_resume_without_loss(
+    fresh_settings: Settings,
+) -> None:
+    """The telemetry topic does not exist yet, so Kafka confirms nothing: the bridge takes at
+    most its in-flight bound from the broker. Once the topic appears, everything flows."""
+    from confluent_kafka.admin import NewTopic
+
+    from fleet.clients import kafka_admin
+
+    missing = f"{fresh_settings.topics.telemetry}.later"
+    settings = fresh_settings.model_copy(
+        update={
+            "topics": fresh_settings.topics.model_copy(update={"telemetry": missing}),
+            "ingest": fresh_settings.ingest.model_copy(update={"bridge_max_in_flight": 40}),
+        }
+    )
+    publisher = Publisher(settings)
+    reader: TopicReader | None = None
+    try:
+        with Bridge(settings, client_id=f"bridge-{uuid.uuid4().hex[:6]}") as bridge:
+            for i in range(200):
+                publisher.publish(f"vehicles/sensor/data/car{i % 7}", valid_payload(i, seq=i))
+            publisher.wait_all()  # the broker holds all 200
+            wait_for(lambda: bridge.stats.received >= 40, 30, "the bridge to fill its window")
+            with pytest.raises(DeadlineExceeded):
+                wait_for(lambda: bridge.stats.received > 40, 3, "more than the bound")
+            assert bridge.stats.in_flight == 40
+            assert bridge.stats.acked == 0
+            admin = kafka_admin(settings)
+            admin.create_topics([NewTopic(missing, 3, 1)])[missing].result()
+            reader = TopicReader(settings, missing)
+            messages = reader.wait_count(200, timeout=90)
+            wait_for(lambda: bridge.stats.acked == 200, 30, "every reading acknowledged")
+    finally:
+        publisher.close()
+        if reader is not None:
+            reader.close()
+    assert {telemetry_codec().decode(m.value())["seq"] for m in messages} == set(range(200))
