@@ -26,6 +26,7 @@ import queue
 import socket
 import threading
 import time
+import types
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -95,6 +96,19 @@ class Stats:
         return self.received - self.produced - self.dead_lettered
 
 
+def _read_available(client: mqtt.Client, max_packets: int = 1) -> mqtt.MQTTErrorCode:
+    """``Client.loop_read`` that reads every complete packet already received (up to 2,000)."""
+    if client._sock is None:
+        return mqtt.MQTTErrorCode.MQTT_ERR_NO_CONN
+    for _ in range(2000):
+        rc = client._packet_read()
+        if rc > 0:
+            return client._loop_rc_handle(rc)
+        if rc == mqtt.MQTTErrorCode.MQTT_ERR_AGAIN:
+            break
+    return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+
 class KafkaFatal(RuntimeError):
     """The idempotent producer hit a fatal error; restart (unacked messages are redelivered)."""
 
@@ -152,6 +166,10 @@ class Bridge:
         client.on_subscribe = lambda *_args: self._subscribed.set()
         client.on_message = self._on_message
         client.reconnect_delay_set(min_delay=1, max_delay=10)
+        # paho reads one packet per wake of its network thread; with our main thread busy,
+        # each wake also waits for the GIL, which caps intake at a few hundred messages/s and
+        # leaves PINGRESP so far behind that the keepalive expires. Read what is there.
+        client.loop_read = types.MethodType(_read_available, client)  # type: ignore[method-assign]
         return client
 
     def _on_connect(
