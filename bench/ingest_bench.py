@@ -138,7 +138,7 @@ def bench_mqtt(  # noqa: PLR0915 (one scenario, start to finish)
             appended.setdefault((record["car_id"], record["seq"]), stamp / 1000)
         return len(appended)
 
-    sink = MqttSink(settings, qos=1, connections=4)
+    sink = MqttSink(settings, qos=1, connections=4, keep_infos=True)
     try:
         # Warm up: every bridge connected, then readings coming through (a shared subscription
         # drops what is published before its first member subscribes).
@@ -160,6 +160,7 @@ def bench_mqtt(  # noqa: PLR0915 (one scenario, start to finish)
         interval_s = simulator.config.interval_ms / 1000
         steps = max(1, round(seconds / interval_s))
         published: dict[tuple[str, int], float] = {}
+        infos_before = len(sink.infos or [])
         chunk = 500
         started = time.time()
         for k in range(steps):
@@ -174,12 +175,13 @@ def bench_mqtt(  # noqa: PLR0915 (one scenario, start to finish)
                 for car_id in batch.car_ids[start:stop]:
                     published[(car_id, batch.seq)] = now
                 sink.send(batch, start, stop)
-            drain()
         publish_end = time.time()
-        sink.close(120)
+        sink.close(300)
+        infos = (sink.infos or [])[infos_before:]
+        acked = {key for key, info in zip(published, infos, strict=True) if info.is_published()}
         with contextlib.suppress(TimeoutError):  # a shortfall is reported as lost below
             wait_for(
-                lambda: drain() >= len(published) and all(key in appended for key in published),
+                lambda: drain() >= len(acked) and all(key in appended for key in acked),
                 max(120.0, seconds * 3),
                 "every reading in Kafka",
                 interval=0,
@@ -192,16 +194,17 @@ def bench_mqtt(  # noqa: PLR0915 (one scenario, start to finish)
             process.wait(60)
         consumer.close()
     latencies = np.array([appended[key] - t for key, t in published.items() if key in appended])
-    missing = sum(1 for key in published if key not in appended)
+    missing = sum(1 for key in acked if key not in appended)
     last_append = max(appended[key] for key in published if key in appended)
     return {
         "cars": cars,
         "reading_interval_s": interval_s,
         "offered_msg_per_s": round(len(published) / (publish_end - started)),
         "published": len(published),
-        "puback_errors": sink.errors,
-        "in_kafka": len(published) - missing,
-        "lost": missing,
+        "pubacked": len(acked),
+        "not_pubacked_in_time": sink.errors,
+        "pubacked_in_kafka": len(acked) - missing,
+        "lost_pubacked": missing,
         "sustained_msg_per_s": round(len(published) / (last_append - started)),
         "drain_after_publish_end_s": round(done - publish_end, 2),
         "latency_p50_ms": round(float(np.percentile(latencies, 50)) * 1000, 1),

@@ -108,34 +108,46 @@ def failure_modes(batch: ReadingBatch, start: int, stop: int) -> list[list[str]]
     return [[names[j] for j in np.flatnonzero(row)] if row.any() else [] for row in active]
 
 
+def _payload_template() -> str:
+    """``{"coolant_temp":%s,...,"failure_modes":%s}``: one ``%`` per payload is ~3x faster
+    than building a dict and calling json (the simulator's values are always finite)."""
+    names = [*SENSORS, "timestamp", "seq", "failure_occurred", "failure_modes"]
+    return "{" + ",".join(f'"{name}":%s' for name in names) + "}"
+
+
+_TEMPLATE = _payload_template()
+
+
 def json_payloads(batch: ReadingBatch, start: int = 0, stop: int | None = None) -> list[bytes]:
     """The MQTT payloads of cars ``start:stop``: the seed's field names, plus ``timestamp`` (ms),
     ``seq`` and the ground-truth labels (``failure_occurred``, ``failure_modes``)."""
     stop = len(batch) if stop is None else stop
-    columns = [batch.sensors[name][start:stop].tolist() for name in SENSORS]
-    occurred = batch.failure_occurred[start:stop].tolist()
-    modes = failure_modes(batch, start, stop)
-    tail = {"timestamp": batch.event_time_ms, "seq": batch.seq}
-    dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
-    out = []
-    for i in range(stop - start):
-        data: dict[str, Any] = {
-            name: column[i] for name, column in zip(SENSORS, columns, strict=True)
-        }
-        data.update(tail)
-        data["failure_occurred"] = occurred[i]
-        data["failure_modes"] = modes[i]
-        out.append(dumps(data).encode())
-    return out
+    columns: list[list[Any]] = [
+        batch.sensors[name][start:stop].tolist()
+        if SENSOR_TYPES[name] is float
+        else batch.sensors[name][start:stop].astype(np.int64).tolist()
+        for name in SENSORS
+    ]
+    count = stop - start
+    columns.append([batch.event_time_ms] * count)
+    columns.append([batch.seq] * count)
+    columns.append(["true" if o else "false" for o in batch.failure_occurred[start:stop].tolist()])
+    columns.append([json.dumps(m) for m in failure_modes(batch, start, stop)])
+    template = _TEMPLATE
+    return [(template % row).encode() for row in zip(*columns, strict=True)]
 
 
 class MqttSink(Sink):
     """JSON to ``vehicles/sensor/data/<car-id>`` through the gateway account, over a few
     connections (car i uses connection i mod n, so one car's readings stay in order)."""
 
-    def __init__(self, settings: Settings, qos: int = 1, connections: int = 4) -> None:
+    def __init__(
+        self, settings: Settings, qos: int = 1, connections: int = 4, keep_infos: bool = False
+    ) -> None:
         super().__init__()
         self.qos = qos
+        # With keep_infos, one MQTTMessageInfo per publish (in order): which got a PUBACK.
+        self.infos: list[mqtt.MQTTMessageInfo] | None = [] if keep_infos else None
         self._lock = threading.Lock()
         self.clients: list[mqtt.Client] = []
         run = uuid.uuid4().hex[:6]
@@ -171,6 +183,8 @@ class MqttSink(Sink):
         ):
             client = self.clients[(start + offset) % count]
             info = client.publish(TOPIC_PREFIX + car_id, payload, qos=self.qos)
+            if self.infos is not None:
+                self.infos.append(info)
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 with self._lock:
                     self.errors += 1

@@ -24,7 +24,7 @@ import math
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from fleet.contract import FAILURE_MODES, PHYSICAL_RANGES, SENSOR_TYPES
 
@@ -75,6 +75,9 @@ class Reading:
     seq: int | None = None
     failure_occurred: bool | None = None
     failure_modes: list[str] | None = None
+
+
+_MISSING: Final[Any] = object()
 
 
 class _NonFinite(ValueError):
@@ -155,13 +158,23 @@ def _labels(data: Mapping[str, Any]) -> tuple[bool | None, list[str] | None] | R
     return occurred, modes
 
 
+_CHECKS: Final[list[tuple[str, type, float, float]]] = [
+    (name, kind, *PHYSICAL_RANGES[name]) for name, kind in SENSOR_TYPES.items()
+]
+
+
 def validate_fields(data: Mapping[str, Any]) -> Reading | Rejected:
     """Check a decoded reading (field name -> value) against the telemetry contract."""
     sensors: dict[str, float | int] = {}
-    for name, kind in SENSOR_TYPES.items():
-        if name not in data:
+    for name, kind, low, high in _CHECKS:
+        value: Any = data.get(name, _MISSING)
+        # The common case in one test per field: a float (or an int for int sensors) in range.
+        if type(value) is kind and low <= cast(float, value) <= high:
+            sensors[name] = cast(float | int, value)
+            continue
+        if value is _MISSING:
             return Rejected(MISSING_FIELD, f"missing {name}")
-        checked = _number(name, data[name], kind)
+        checked = _number(name, value, kind)
         if isinstance(checked, Rejected):
             return checked
         sensors[name] = checked
