@@ -122,7 +122,9 @@ def bench_mqtt(  # noqa: PLR0915 (one scenario, start to finish)
         for n in range(bridges)
     ]
     consumer = clients.kafka_consumer(
-        settings, f"bench-{uuid.uuid4().hex[:6]}", **{"session.timeout.ms": 6000}
+        settings,
+        f"bench-{uuid.uuid4().hex[:6]}",
+        **{"session.timeout.ms": 6000, "max.poll.interval.ms": 3_600_000},
     )
     consumer.subscribe([settings.topics.telemetry])
     codec = telemetry_codec()

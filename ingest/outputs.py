@@ -148,7 +148,12 @@ class MqttSink(Sink):
         self.qos = qos
         # With keep_infos, one MQTTMessageInfo per publish (in order): which got a PUBACK.
         self.infos: list[mqtt.MQTTMessageInfo] | None = [] if keep_infos else None
+        # paho numbers a connection's messages 1..65535: never have more than this many
+        # awaiting PUBACK per connection (the broker's pace is the simulator's pace).
+        self.max_pending = 10_000 * connections
+
         self._lock = threading.Lock()
+        self._acked = threading.Condition(self._lock)
         self.clients: list[mqtt.Client] = []
         run = uuid.uuid4().hex[:6]
         for n in range(connections):
@@ -173,9 +178,19 @@ class MqttSink(Sink):
                 self.errors += 1
             else:
                 self.sent += 1
+            self._acked.notify_all()
+
+    def _wait_for_room(self, coming: int) -> None:
+        if self.qos == 0:
+            return
+        with self._acked:
+            while self.submitted + coming - self.sent - self.errors > self.max_pending:
+                if not self._acked.wait(30):
+                    return  # the broker is gone: publish() will report errors
 
     def send(self, batch: ReadingBatch, start: int = 0, stop: int | None = None) -> None:
         stop = len(batch) if stop is None else stop
+        self._wait_for_room(stop - start)
         payloads = json_payloads(batch, start, stop)
         count = len(self.clients)
         for offset, (car_id, payload) in enumerate(

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -220,6 +222,24 @@ def _can_connect(settings: Settings, username: str, password: str) -> bool:
         return False
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The bridge's Prometheus metrics without labels, by name."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("fleet_bridge_") and "{" not in line:
+            name, value = line.split()
+            values[name] = float(value)
+    return values
+
+
 def bridge_env(stack_env: dict[str, str], settings: Settings, client_id: str) -> dict[str, str]:
     return (
         os.environ
@@ -265,7 +285,10 @@ def test_kill_9_under_load_loses_no_acknowledged_reading(
                 in_kafka_at_kill = len(reader.poll())
         publisher.wait_all()
         assert in_kafka_at_kill < total  # it really died mid-stream
-        bridge = subprocess.Popen([FLEET, "bridge"], env=env, stdout=log, stderr=log)
+        port = free_port()
+        bridge = subprocess.Popen(
+            [FLEET, "bridge", f"--metrics-port={port}"], env=env, stdout=log, stderr=log
+        )
         acked = {sent[mid] for mid in publisher.acked if mid in sent and sent[mid] > 0}
         assert len(acked) == total
 
@@ -274,6 +297,18 @@ def test_kill_9_under_load_loses_no_acknowledged_reading(
             return acked <= seqs
 
         wait_for(all_acked_in_kafka, 120, "every acknowledged reading in Kafka", interval=0.2)
+
+        def reconciled() -> dict[str, float] | None:
+            m = scrape(port)
+            settled = m["fleet_bridge_in_flight"] == 0
+            return (
+                m
+                if settled and m["fleet_bridge_received_total"] == m["fleet_bridge_produced_total"]
+                else None
+            )
+
+        metrics = wait_for(reconciled, 30, "the bridge's metrics to reconcile")
+        assert metrics["fleet_bridge_produced_total"] > 0  # the restarted bridge caught up
         bridge.send_signal(signal.SIGTERM)
         assert bridge.wait(30) == 0
     finally:
