@@ -104,6 +104,21 @@ class IngestSettings(BaseModel):
     """The fleet simulator, the MQTT-to-Kafka bridge and importers."""
 
     metrics_port: int = 0  # 0 = no metrics endpoint
+    # The bridge. Readings are taken through an MQTT shared subscription
+    # `$share/<groups.bridge>/<bridge_topic_filter>`, so several bridges split the load. The
+    # filter covers the whole readings tree so a malformed topic is dead-lettered, not ignored.
+    bridge_topic_filter: str = "vehicles/sensor/data/#"
+    bridge_client_id: str | None = Field(
+        None, description="MQTT client id (persistent session); unset = fleet-bridge-<hostname>"
+    )
+    bridge_max_in_flight: int = Field(
+        5000, ge=1, le=65535, description="messages taken but not yet confirmed by Kafka"
+    )
+    bridge_batch_size: int = Field(2000, ge=1)
+    bridge_session_expiry: int = Field(
+        7 * 24 * 3600, ge=1, description="seconds the broker keeps a stopped bridge's queue"
+    )
+    max_payload_bytes: int = Field(16_384, ge=256)
 
 
 class TwinSettings(BaseModel):

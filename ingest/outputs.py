@@ -1,0 +1,255 @@
+"""Where `fleet simulate` sends a fleet's readings: Kafka (Avro), MQTT (JSON), or a CSV file.
+
+Each sink takes whole steps (``ReadingBatch``) and counts what it ``sent`` (confirmed by the
+server when there is a confirmation: Kafka delivery reports, MQTT PUBACKs at QoS 1) and its
+``errors``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import paho.mqtt.client as mqtt
+
+from fleet import clients
+from fleet.contract import SENSOR_TYPES, SENSORS
+from fleet.settings import Settings
+from fleet.waiting import wait_for
+from ingest.fast_avro import BatchEncoder
+from ingest.simulator import ReadingBatch
+from ingest.validation import TOPIC_PREFIX
+
+
+class Sink(ABC):
+    def __init__(self) -> None:
+        self.sent = 0
+        self.errors = 0
+        self.submitted = 0
+
+    @abstractmethod
+    def send(self, batch: ReadingBatch, start: int = 0, stop: int | None = None) -> None:
+        """Send cars ``start:stop`` of one step."""
+
+    def poll(self) -> None:
+        """Serve confirmations (between chunks)."""
+
+    @abstractmethod
+    def close(self, timeout: float = 60) -> None:
+        """Wait for confirmations, then release connections."""
+
+
+class KafkaSink(Sink):
+    """Avro straight to the telemetry topic (load tests, training data)."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__()
+        self.topic = settings.topics.telemetry
+        self.producer = clients.kafka_producer(
+            settings,
+            **{
+                "linger.ms": 50,
+                "batch.size": 1_000_000,
+                "queue.buffering.max.messages": 1_000_000,
+                "queue.buffering.max.kbytes": 1_048_576,
+                # A Python callback per event would cost more than encoding it: report
+                # failures only, and count the rest as sent once flushed.
+                "delivery.report.only.error": True,
+            },
+        )
+        self.encoder = BatchEncoder()
+        self._keys: dict[str, bytes] = {}
+        self._encoded: tuple[ReadingBatch, list[bytes]] | None = None
+
+    def _delivered(self, err: Any, _msg: Any) -> None:
+        self.errors += err is not None
+
+    def _update_sent(self) -> None:
+        self.sent = self.submitted - len(self.producer) - self.errors
+
+    def send(self, batch: ReadingBatch, start: int = 0, stop: int | None = None) -> None:
+        if self._encoded is None or self._encoded[0] is not batch:
+            self._encoded = (batch, self.encoder.encode(batch))  # once per step, not per chunk
+        values = self._encoded[1]
+        produce, callback, topic = self.producer.produce, self._delivered, self.topic
+        keys = self._keys
+        stop = len(batch) if stop is None else stop
+        for car_id, value in zip(batch.car_ids[start:stop], values[start:stop], strict=True):
+            key = keys.get(car_id) or keys.setdefault(car_id, car_id.encode())
+            while True:
+                try:
+                    produce(topic, value, key, on_delivery=callback)
+                    break
+                except BufferError:
+                    self.producer.poll(0.05)
+        self.submitted += stop - start
+        self.producer.poll(0)
+        self._update_sent()
+
+    def poll(self) -> None:
+        self.producer.poll(0)
+        self._update_sent()
+
+    def close(self, timeout: float = 60) -> None:
+        left = self.producer.flush(timeout)
+        self.errors += left
+        self._update_sent()
+
+
+def failure_modes(batch: ReadingBatch, start: int, stop: int) -> list[list[str]]:
+    """Per car of ``start:stop``, its active failure modes (as ``ReadingBatch.failure_modes``)."""
+    names = list(batch.failures)
+    active = np.column_stack([batch.failures[name][start:stop] for name in names])
+    return [[names[j] for j in np.flatnonzero(row)] if row.any() else [] for row in active]
+
+
+def _payload_template() -> str:
+    """``{"coolant_temp":%s,...,"failure_modes":%s}``: one ``%`` per payload is ~3x faster
+    than building a dict and calling json (the simulator's values are always finite)."""
+    names = [*SENSORS, "timestamp", "seq", "failure_occurred", "failure_modes"]
+    return "{" + ",".join(f'"{name}":%s' for name in names) + "}"
+
+
+_TEMPLATE = _payload_template()
+
+
+def json_payloads(batch: ReadingBatch, start: int = 0, stop: int | None = None) -> list[bytes]:
+    """The MQTT payloads of cars ``start:stop``: the seed's field names, plus ``timestamp`` (ms),
+    ``seq`` and the ground-truth labels (``failure_occurred``, ``failure_modes``)."""
+    stop = len(batch) if stop is None else stop
+    columns: list[list[Any]] = [
+        batch.sensors[name][start:stop].tolist()
+        if SENSOR_TYPES[name] is float
+        else batch.sensors[name][start:stop].astype(np.int64).tolist()
+        for name in SENSORS
+    ]
+    count = stop - start
+    columns.append([batch.event_time_ms] * count)
+    columns.append([batch.seq] * count)
+    columns.append(["true" if o else "false" for o in batch.failure_occurred[start:stop].tolist()])
+    columns.append([json.dumps(m) for m in failure_modes(batch, start, stop)])
+    template = _TEMPLATE
+    return [(template % row).encode() for row in zip(*columns, strict=True)]
+
+
+class MqttSink(Sink):
+    """JSON to ``vehicles/sensor/data/<car-id>`` through the gateway account, over a few
+    connections (car i uses connection i mod n, so one car's readings stay in order)."""
+
+    def __init__(
+        self, settings: Settings, qos: int = 1, connections: int = 4, keep_infos: bool = False
+    ) -> None:
+        super().__init__()
+        self.qos = qos
+        # With keep_infos, one MQTTMessageInfo per publish (in order): which got a PUBACK.
+        self.infos: list[mqtt.MQTTMessageInfo] | None = [] if keep_infos else None
+        # paho numbers a connection's messages 1..65535: never have more than this many
+        # awaiting PUBACK per connection (the broker's pace is the simulator's pace).
+        self.max_pending = 10_000 * connections
+
+        self._lock = threading.Lock()
+        self._acked = threading.Condition(self._lock)
+        self.clients: list[mqtt.Client] = []
+        run = uuid.uuid4().hex[:6]
+        for n in range(connections):
+            client = clients.mqtt_client(
+                settings,
+                client_id=f"fleet-sim-{run}-{n}",
+                username=settings.mqtt.gateway_username,
+                password=settings.mqtt.gateway_password.get_secret_value(),
+                protocol=mqtt.MQTTv5,
+            )
+            client.max_inflight_messages_set(1000)
+            client.max_queued_messages_set(0)
+            client.on_publish = self._on_publish
+            client.connect(settings.mqtt_host, settings.mqtt.port, keepalive=60)
+            client.loop_start()
+            self.clients.append(client)
+        wait_for(lambda: all(c.is_connected() for c in self.clients), 15, "MQTT connections")
+
+    def _on_publish(self, _c: Any, _u: Any, _mid: int, reason: Any, _p: Any) -> None:
+        with self._lock:
+            if reason.is_failure:
+                self.errors += 1
+            else:
+                self.sent += 1
+            self._acked.notify_all()
+
+    def _wait_for_room(self, coming: int) -> None:
+        if self.qos == 0:
+            return
+        with self._acked:
+            while self.submitted + coming - self.sent - self.errors > self.max_pending:
+                if not self._acked.wait(30):
+                    return  # the broker is gone: publish() will report errors
+
+    def send(self, batch: ReadingBatch, start: int = 0, stop: int | None = None) -> None:
+        stop = len(batch) if stop is None else stop
+        self._wait_for_room(stop - start)
+        payloads = json_payloads(batch, start, stop)
+        count = len(self.clients)
+        for offset, (car_id, payload) in enumerate(
+            zip(batch.car_ids[start:stop], payloads, strict=True)
+        ):
+            client = self.clients[(start + offset) % count]
+            info = client.publish(TOPIC_PREFIX + car_id, payload, qos=self.qos)
+            if self.infos is not None:
+                self.infos.append(info)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                with self._lock:
+                    self.errors += 1
+            elif self.qos == 0:
+                self.sent += 1
+        self.submitted += stop - start
+
+    def close(self, timeout: float = 60) -> None:
+        if self.qos > 0:
+            try:
+                wait_for(lambda: self.sent + self.errors >= self.submitted, timeout, "every PUBACK")
+            except TimeoutError:
+                self.errors += self.submitted - self.sent - self.errors
+        for client in self.clients:
+            client.disconnect()
+            client.loop_stop()
+
+
+class CsvSink(Sink):
+    """The seed's `car-sensor-data.csv` format: ``time`` (seconds), ``car``, the 18 sensors;
+    with ``labels``, a trailing ``failure_occurred`` column (``true``/``false``)."""
+
+    def __init__(self, path: Path, labels: bool = False) -> None:
+        super().__init__()
+        self.labels = labels
+        self.file: TextIO = path.open("w", newline="")
+        header = ["time", "car", *SENSORS] + (["failure_occurred"] if labels else [])
+        self.file.write(",".join(header) + "\n")
+
+    def send(self, batch: ReadingBatch, start: int = 0, stop: int | None = None) -> None:
+        stop = len(batch) if stop is None else stop
+        ms = batch.event_time_ms
+        time_text = str(ms // 1000) if ms % 1000 == 0 else repr(ms / 1000)
+        columns: list[list[str]] = [
+            [time_text] * (stop - start),
+            batch.car_ids[start:stop],
+        ]
+        for name in SENSORS:
+            values = batch.sensors[name][start:stop]
+            if SENSOR_TYPES[name] is float:
+                # float32's shortest round-trip text, as the seed's file has it.
+                columns.append(values.astype(np.float32).astype(str).tolist())
+            else:
+                columns.append([str(v) for v in values.astype(np.int64).tolist()])
+        if self.labels:
+            occurred = batch.failure_occurred[start:stop].tolist()
+            columns.append(["true" if o else "false" for o in occurred])
+        self.file.write("".join(",".join(row) + "\n" for row in zip(*columns, strict=True)))
+        self.submitted += stop - start
+        self.sent += stop - start
+
+    def close(self, timeout: float = 60) -> None:
+        self.file.close()

@@ -1,0 +1,115 @@
+"""Shared helpers of the ingest tests: readings, an MQTT publisher, and a Kafka topic reader."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from confluent_kafka import Message
+
+from fleet import clients
+from fleet.contract import PHYSICAL_RANGES, SENSOR_TYPES
+from fleet.settings import Settings
+from fleet.waiting import wait_for
+from ingest.validation import reading_payload
+
+
+def valid_sensors(i: int = 0) -> dict[str, Any]:
+    """A plausible reading (every sensor inside its physical range)."""
+    sensors: dict[str, Any] = {}
+    for name, kind in SENSOR_TYPES.items():
+        low, high = PHYSICAL_RANGES[name]
+        sensors[name] = kind(low + (high - low) * ((i % 7) + 1) / 10)
+    return sensors
+
+
+def valid_payload(i: int = 0, **extra: Any) -> bytes:
+    return reading_payload(valid_sensors(i), **extra)
+
+
+class Publisher:
+    """A QoS-1 MQTT publisher that records which messages the broker acknowledged (PUBACK)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
+        if username is None:
+            username = settings.mqtt.gateway_username
+            password = settings.mqtt.gateway_password.get_secret_value()
+        self.published = 0
+        self.acked: list[int] = []
+        self.refused: list[int] = []
+        self._lock = threading.Lock()
+        self.client = clients.mqtt_client(
+            settings,
+            client_id=f"pub-{uuid.uuid4().hex[:8]}",
+            username=username,
+            password=password,
+            protocol=mqtt.MQTTv5,
+        )
+        self.client.max_inflight_messages_set(1000)
+        self.client.max_queued_messages_set(0)
+        self.client.on_publish = self._on_publish
+        self.connected = threading.Event()
+        self.reasons: list[Any] = []
+        self.client.on_connect = self._on_connect
+        self.client.connect(settings.mqtt_host, settings.mqtt.port)
+        self.client.loop_start()
+        if not self.connected.wait(10) or self.reasons[0].is_failure:
+            self.close()
+            raise ConnectionRefusedError(f"MQTT connect as {username}: {self.reasons}")
+
+    def _on_connect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        self.reasons.append(reason)
+        self.connected.set()
+
+    def _on_publish(self, _c: Any, _u: Any, mid: int, reason: Any, _p: Any) -> None:
+        with self._lock:
+            (self.refused if reason.is_failure else self.acked).append(mid)
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1) -> int:
+        info = self.client.publish(topic, payload, qos=qos)
+        self.published += 1
+        return info.mid
+
+    def wait_all(self, count: int | None = None, timeout: float = 60) -> None:
+        """Until the broker answered ``count`` publishes (default: all so far)."""
+        count = self.published if count is None else count
+        wait_for(
+            lambda: len(self.acked) + len(self.refused) >= count,
+            timeout,
+            f"{count} PUBACKs",
+        )
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class TopicReader:
+    """Reads a whole topic from the beginning, accumulating messages."""
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self.consumer = clients.kafka_consumer(
+            settings, group_id=f"test-{uuid.uuid4().hex[:8]}", **{"session.timeout.ms": 6000}
+        )
+        self.consumer.subscribe([topic])
+        self.messages: list[Message] = []
+
+    def poll(self) -> list[Message]:
+        for message in self.consumer.consume(num_messages=5000, timeout=0.2):
+            assert message.error() is None, message.error()
+            self.messages.append(message)
+        return self.messages
+
+    def wait_count(self, count: int, timeout: float = 60) -> list[Message]:
+        wait_for(lambda: len(self.poll()) >= count, timeout, f"{count} messages", interval=0)
+        return self.messages
+
+    def close(self) -> None:
+        self.consumer.close()
