@@ -304,7 +304,10 @@ class Archiver:
             blob = self.bucket.blob(obj.name)
             blob.metadata = obj.metadata
             try:
-                blob.upload_from_string(obj.data, content_type="application/avro", timeout=timeout)
+                # retry=None: the back-off is ours, so the consumer group stays served meanwhile.
+                blob.upload_from_string(
+                    obj.data, content_type="application/avro", timeout=timeout, retry=None
+                )
             except Exception as exc:
                 FAILURES.inc()
                 log.debug("upload failed", name=obj.name, error=str(exc))
