@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import fastavro
+import numpy as np
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from google.cloud import storage
 from prometheus_client import Counter, Gauge, Histogram
@@ -27,7 +28,7 @@ from fleet.avro import HEADER_SIZE, AvroDecodeError
 from fleet.logs import get_logger
 from fleet.service import Shutdown
 from fleet.settings import Settings
-from lake.avrofile import car_and_time, container_file, zigzag
+from lake.avrofile import car_and_time, container_file, parse_batch, varint_suffixes, zigzag
 from lake.datasets import Dataset, datasets
 from lake.naming import object_name
 from lake.segments import PartitionSegmenter, Rules, Segment
@@ -72,7 +73,7 @@ def plan_objects(ds: Dataset, topic: str, segment: Segment) -> list[PlannedObjec
     for hour in sorted(segment.files):
         f = segment.files[hour]
         name = object_name(ds.prefix, hour, topic, segment.partition, f.first_offset)
-        cars = ",".join(sorted(f.cars))
+        cars = ",".join(sorted(c.decode(errors="replace") for c in f.cars))
         metadata = {
             "records": str(len(f.payloads)),
             "min_event_time": str(f.min_time),
@@ -159,59 +160,77 @@ class Archiver:
         BUFFERED.set(sum(s.open.count for s in self.segmenters.values() if s.open))
 
     def feed(self, messages: Iterable[Message]) -> list[tuple[str, Segment]]:
-        closed: list[tuple[str, Segment]] = []
-        now = time.monotonic()
+        """Group a batch by partition and feed each group to its segmenter, vectorized."""
+        groups: dict[tuple[str, int], list[Message]] = {}
         for msg in messages:
             error = msg.error()
             if error is not None:
                 if error.code() != KafkaError._PARTITION_EOF:
                     log.warning("consume error", error=str(error))
                 continue
-            topic, partition = cast(str, msg.topic()), cast(int, msg.partition())
-            offset = cast(int, msg.offset())
-            ds = self.datasets[topic]
-            value = msg.value() or b""
-            if value[:HEADER_SIZE] == ds.codec.header:
-                body = value[HEADER_SIZE:]
-            else:  # another known writer version: resolve it to the current schema
-                try:
-                    buf = io.BytesIO()
-                    fastavro.schemaless_writer(buf, ds.codec.schema, ds.codec.decode(value))
-                    body = buf.getvalue()
-                except AvroDecodeError as exc:
-                    SKIPPED.labels(ds.name).inc()
-                    log.warning(
-                        "skipping undecodable message",
-                        topic=topic,
-                        offset=offset,
-                        partition=partition,
-                        reason=str(exc),
-                    )
-                    continue
-            try:
-                car_id, event_time = car_and_time(body, 0)
-            except (ValueError, IndexError, UnicodeDecodeError) as exc:
+            key = (cast(str, msg.topic()), cast(int, msg.partition()))
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [msg]
+            else:
+                group.append(msg)
+        closed: list[tuple[str, Segment]] = []
+        now = time.monotonic()
+        for (topic, partition), group in groups.items():
+            segmenter = self.segmenters.get((topic, partition))
+            if segmenter is None:
+                segmenter = self.segmenters[(topic, partition)] = PartitionSegmenter(
+                    partition, self.rules
+                )
+            if segmenter.open is None:
+                self.opened_at[(topic, partition)] = now
+            columns = self._columns(self.datasets[topic], partition, group)
+            closed += [(topic, s) for s in segmenter.add_batch(*columns)]
+            if segmenter.open is None:
+                self.opened_at.pop((topic, partition), None)
+        return closed
+
+    @staticmethod
+    def _columns(
+        ds: Dataset, partition: int, group: list[Message]
+    ) -> tuple[np.ndarray, np.ndarray, list[bytes], list[bytes]]:
+        """Offsets, event times, car ids and lake payloads (Avro body + Kafka position)."""
+        values = [m.value() or b"" for m in group]
+        offsets = np.fromiter((m.offset() for m in group), np.int64, len(group))
+        ok, times, cars = parse_batch(values, ds.codec.header)
+        suffixes = varint_suffixes(zigzag(partition), offsets)
+        skip = HEADER_SIZE
+        payloads = [v[skip:] + x for v, x in zip(values, suffixes, strict=True)]
+        if ok.all():
+            return offsets, times, cars, payloads
+        keep = ok.copy()
+        for i in np.flatnonzero(~ok).tolist():
+            try:  # another known writer version: resolve it to the current schema
+                buf = io.BytesIO()
+                fastavro.schemaless_writer(buf, ds.codec.schema, ds.codec.decode(values[i]))
+                body = buf.getvalue()
+                car, event_time = car_and_time(body, 0)
+            except (AvroDecodeError, ValueError, IndexError, UnicodeDecodeError) as exc:
                 SKIPPED.labels(ds.name).inc()
                 log.warning(
-                    "skipping corrupt message",
-                    topic=topic,
-                    offset=offset,
+                    "skipping undecodable message",
+                    topic=ds.topic,
                     partition=partition,
+                    offset=int(offsets[i]),
                     reason=str(exc),
                 )
                 continue
-            key = (topic, partition)
-            segmenter = self.segmenters.get(key)
-            if segmenter is None:
-                segmenter = self.segmenters[key] = PartitionSegmenter(partition, self.rules)
-            if segmenter.open is None:
-                self.opened_at[key] = now
-            payload = body + zigzag(partition) + zigzag(offset)
-            for segment in segmenter.add(offset, event_time, car_id, payload):
-                closed.append((topic, segment))
-            if segmenter.open is None:
-                self.opened_at.pop(key, None)
-        return closed
+            keep[i] = True
+            times[i] = event_time
+            cars[i] = car.encode()
+            payloads[i] = body + suffixes[i]
+        index = np.flatnonzero(keep).tolist()
+        return (
+            offsets[keep],
+            times[keep],
+            [cars[i] for i in index],
+            [payloads[i] for i in index],
+        )
 
     def flush_due(self, final: bool) -> list[tuple[str, Segment]]:
         """Cut open segments that are old enough (or all, when stopping) and caught up with the
