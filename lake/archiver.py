@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import fastavro
 import numpy as np
@@ -102,8 +101,10 @@ class Archiver:
         self.rules = rules_from(settings)
         self.datasets = {ds.topic: ds for ds in datasets(settings)}
         self.bucket = bucket if bucket is not None else clients.gcs_bucket(settings)
+        # Bigger fetches than librdkafka's 1 MB per partition: the archiver reads in bulk.
+        fetch = {"max.partition.fetch.bytes": 8 * 1024 * 1024, "fetch.max.bytes": 64 * 1024 * 1024}
         self.consumer: Consumer = clients.kafka_consumer(
-            settings, settings.groups.lake, **consumer_overrides
+            settings, settings.groups.lake, **(fetch | consumer_overrides)
         )
         self.segmenters: dict[tuple[str, int], PartitionSegmenter] = {}
         self.opened_at: dict[tuple[str, int], float] = {}
@@ -159,21 +160,22 @@ class Archiver:
             self.upload_and_commit(closed)
         BUFFERED.set(sum(s.open.count for s in self.segmenters.values() if s.open))
 
-    def feed(self, messages: Iterable[Message]) -> list[tuple[str, Segment]]:
+    def feed(self, messages: list[Message]) -> list[tuple[str, Segment]]:
         """Group a batch by partition and feed each group to its segmenter, vectorized."""
-        groups: dict[tuple[str, int], list[Message]] = {}
-        for msg in messages:
-            error = msg.error()
-            if error is not None:
-                if error.code() != KafkaError._PARTITION_EOF:
+        good = [m for m in messages if m.error() is None]
+        if len(good) < len(messages):
+            for msg in messages:
+                error = msg.error()
+                if error is not None and error.code() != KafkaError._PARTITION_EOF:
                     log.warning("consume error", error=str(error))
-                continue
-            key = (cast(str, msg.topic()), cast(int, msg.partition()))
-            group = groups.get(key)
-            if group is None:
-                groups[key] = [msg]
-            else:
-                group.append(msg)
+        # Group by partition, keeping offset order (consume returns long runs per partition).
+        keys = [(m.topic(), m.partition()) for m in good]
+        groups: dict[tuple[str, int], list[Message]] = {}
+        if keys and keys[0] == keys[-1] and len(set(keys)) == 1:
+            groups[keys[0]] = good  # type: ignore[index]
+        else:
+            for key, msg in zip(keys, good, strict=True):
+                groups.setdefault(key, []).append(msg)  # type: ignore[arg-type]
         closed: list[tuple[str, Segment]] = []
         now = time.monotonic()
         for (topic, partition), group in groups.items():
@@ -196,7 +198,7 @@ class Archiver:
     ) -> tuple[np.ndarray, np.ndarray, list[bytes], list[bytes]]:
         """Offsets, event times, car ids and lake payloads (Avro body + Kafka position)."""
         values = [m.value() or b"" for m in group]
-        offsets = np.fromiter((m.offset() for m in group), np.int64, len(group))
+        offsets = np.array([m.offset() for m in group], np.int64)
         ok, times, cars = parse_batch(values, ds.codec.header)
         suffixes = varint_suffixes(zigzag(partition), offsets)
         skip = HEADER_SIZE
@@ -246,15 +248,19 @@ class Archiver:
             topic, partition = key
             tp = TopicPartition(topic, partition)
             try:
-                _, high = self.consumer.get_watermark_offsets(tp, timeout=5, cached=False)
                 position = self.consumer.position([tp])[0].offset
+                # The high watermark of the last fetch is free; ask the broker only to confirm.
+                _, high = self.consumer.get_watermark_offsets(tp, cached=True)
+                if position < 0 or position != high:
+                    continue  # not caught up: more records will decide the cut
+                _, high = self.consumer.get_watermark_offsets(tp, timeout=5, cached=False)
             except Exception as exc:  # the broker is away: try again next round
                 log.warning(
                     "cannot read end of log", topic=topic, partition=partition, error=str(exc)
                 )
                 continue
-            if position < 0 or position != high:
-                continue  # not caught up: more records will decide the cut
+            if position != high:
+                continue
             segment = segmenter.flush(high)
             self.opened_at.pop(key, None)
             if segment is not None:
