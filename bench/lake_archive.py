@@ -99,6 +99,27 @@ def committed_all(settings: Settings, ends: dict[int, int]) -> bool:
         consumer.close()
 
 
+def calibration_seconds() -> float:
+    """fastavro reading 100k 20-field records: DESIGN.md measured ~0.35 s on the idle machine,
+    so the ratio tells how contended the machine was during this run."""
+    import io
+
+    import fastavro
+
+    from lake.datasets import lake_schema_of
+
+    schema = fastavro.parse_schema(lake_schema_of("telemetry"))
+    records = readings(100_000)
+    for i, r in enumerate(records):
+        r |= {"kafka_partition": 0, "kafka_offset": i}
+    buf = io.BytesIO()
+    fastavro.writer(buf, schema, records, codec="snappy")
+    started = time.perf_counter()
+    for _ in fastavro.reader(io.BytesIO(buf.getvalue())):
+        pass
+    return time.perf_counter() - started
+
+
 def run(settings: Settings, size: int) -> dict[str, Any]:
     suffix = uuid.uuid4().hex[:8]
     topics = settings.topics.model_copy(
@@ -179,6 +200,9 @@ def run(settings: Settings, size: int) -> dict[str, Any]:
         "scan_rows_per_s": {k: round(size / v) for k, v in scans.items()},
         "goals": {"archive_events_per_s": 100_000, "scan_rows_per_s": 1_000_000},
         "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared with other work)",
+        "load_average_1m_at_end": round(os.getloadavg()[0], 1),
+        "calibration_fastavro_read_100k_s": round(calibration_seconds(), 2),
+        "calibration_idle_machine_s": 0.35,
         "caveat": "one small shared machine: Kafka, the GCS emulator and the archiver compete "
         "for 2 cores; indicative figures only",
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -201,7 +225,9 @@ def markdown(result: dict[str, Any]) -> str:
     lines += [
         f"| objects / bytes | {result['objects']} / {result['object_bytes']:,} | |",
         "",
-        f"{result['machine']}. {result['caveat']}.",
+        f"{result['machine']}. {result['caveat']}. Load average at the end: "
+        f"{result['load_average_1m_at_end']}; calibration: fastavro read 100k records in "
+        f"{result['calibration_fastavro_read_100k_s']} s here vs ~0.35 s on the idle machine.",
         "",
     ]
     return "\n".join(lines)

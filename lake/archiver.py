@@ -179,6 +179,8 @@ class Archiver:
         closed: list[tuple[str, Segment]] = []
         now = time.monotonic()
         for (topic, partition), group in groups.items():
+            if (topic, partition) not in self.assigned:
+                continue  # fetched before a revocation: its next owner archives it
             segmenter = self.segmenters.get((topic, partition))
             if segmenter is None:
                 segmenter = self.segmenters[(topic, partition)] = PartitionSegmenter(
