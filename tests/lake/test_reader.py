@@ -41,3 +41,13 @@ def test_an_empty_result_still_has_the_datasets_columns_and_types() -> None:
     assert str(empty.schema["speed"]) == "Float32"
     anomalies = Lake._empty("anomalies", ["car_id", "score"])
     assert anomalies.columns == ["car_id", "score"] and anomalies.height == 0
+
+
+def test_large_reads_go_through_the_progress_bar_in_order() -> None:
+    import polars as pl
+
+    lake = Lake.__new__(Lake)
+    lake.threads = 4
+    objects = [LakeObject(str(i), 1, 0, "t", 0, i, 1, None, None, None) for i in range(25)]
+    frames = lake._map(lambda o: pl.DataFrame({"x": [o.first_offset]}), objects, True, "reading")
+    assert [f["x"][0] for f in frames] == list(range(25))
