@@ -35,7 +35,7 @@ def window_classifier(window: int, channels: int, filters: int = 32) -> keras.Mo
     inputs = keras.Input(shape=(window, channels), name="windows")
     x = keras.layers.Conv1D(filters, 3, padding="same", activation="relu")(inputs)
     x = keras.layers.Conv1D(filters, 3, padding="same", activation="relu")(x)
-    last = keras.layers.Lambda(lambda t: t[:, -1, :], name="last_step")(x)
+    last = keras.layers.Flatten()(keras.layers.Cropping1D((window - 1, 0), name="last_step")(x))
     pooled = keras.layers.GlobalMaxPooling1D()(x)
     x = keras.layers.Concatenate()([last, pooled])
     x = keras.layers.Dense(32, activation="relu")(x)
