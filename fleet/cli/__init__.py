@@ -11,6 +11,7 @@ import typer
 from pydantic import ValidationError
 
 from fleet.cli.context import CliError, load_settings
+from fleet.cli.ml import ml_app
 from fleet.cli.stack import stack_app
 from fleet.cli.topics import config_app, topics_app
 
@@ -26,6 +27,7 @@ app = typer.Typer(
 app.add_typer(stack_app, name="stack")
 app.add_typer(topics_app, name="topics")
 app.add_typer(config_app, name="config")
+app.add_typer(ml_app, name="ml")
 
 
 @app.callback()
