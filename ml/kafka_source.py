@@ -18,7 +18,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 import numpy.typing as npt
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from fleet import clients
 from fleet.avro import AvroDecodeError, telemetry_codec
@@ -54,8 +55,15 @@ class SliceInfo:
         return data
 
 
+@retry(
+    retry=retry_if_exception_type(KafkaException),
+    stop=stop_after_attempt(5),
+    wait=wait_exponential(0.2, max=3),
+    reraise=True,
+)
 def partition_offsets(settings: Settings, topic: str) -> dict[int, tuple[int, int]]:
-    """Low and high watermarks of every partition of ``topic``."""
+    """Low and high watermarks of every partition of ``topic`` (retried: a new topic's
+    leaders may still be moving)."""
     consumer = clients.kafka_consumer(settings, f"{settings.groups.scorer}-watermarks")
     try:
         meta = consumer.list_topics(topic, timeout=15)
