@@ -140,6 +140,8 @@ class Scorer:
         self.model: registry.LoadedModel | None = None
         self.scored = 0
         self.batches = 0
+        self.first_batch_at: float | None = None  # monotonic, for throughput figures
+        self.last_batch_at: float | None = None
 
     def _switch(self, announcement: dict[str, Any]) -> None:
         name, version = announcement["model_name"], announcement["model_version"]
@@ -165,6 +167,8 @@ class Scorer:
         """Score one batch, produce its events, wait for delivery, commit. (scored, anomalies)"""
         assert self.model is not None
         started = time.monotonic()
+        if self.first_batch_at is None:
+            self.first_batch_at = started
         records: list[dict[str, Any]] = []
         appended: list[float] = []
         offsets: dict[tuple[str, int], int] = {}
@@ -221,6 +225,7 @@ class Scorer:
         BATCH_SECONDS.observe(time.monotonic() - started)
         self.scored += len(records)
         self.batches += 1
+        self.last_batch_at = time.monotonic()
         return len(records), anomalies
 
     def run(self, shutdown: Shutdown, max_idle: float | None = None) -> None:
