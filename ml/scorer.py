@@ -58,29 +58,31 @@ def anomaly_events(
     scored_at: int,
 ) -> list[dict[str, Any]]:
     """One anomaly event per scored reading (pure)."""
-    names = model.normalizer.names
+    names = np.asarray(model.normalizer.names, dtype=object)
     k = min(top, errors.shape[1]) if len(errors) else 0
+    # Top-k per row in one vectorized step; only the dict building is per reading.
     top_idx = np.argsort(-errors, axis=1)[:, :k] if k else np.zeros((len(records), 0), int)
-    top_val = np.take_along_axis(errors, top_idx, axis=1).tolist() if k else []
+    top_names = names[top_idx].tolist()
+    top_vals = np.take_along_axis(errors, top_idx, axis=1).astype(float).tolist()
     verdict = (scores >= model.threshold).tolist()
     score_list = scores.astype(float).tolist()
+    threshold, name, version = model.threshold, model.name, model.version
     return [
         {
             "car_id": r["car_id"],
             "event_time": r["event_time"],
             "seq": r["seq"],
-            "score": score_list[i],
-            "threshold": model.threshold,
-            "is_anomaly": verdict[i],
-            "model_name": model.name,
-            "model_version": model.version,
-            "top_sensors": [
-                {"sensor": names[j], "contribution": float(v)}
-                for j, v in zip(top_idx[i].tolist(), top_val[i], strict=True)
-            ],
+            "score": score,
+            "threshold": threshold,
+            "is_anomaly": flag,
+            "model_name": name,
+            "model_version": version,
+            "top_sensors": [{"sensor": n, "contribution": v} for n, v in zip(ns, vs, strict=True)],
             "scored_at": scored_at,
         }
-        for i, r in enumerate(records)
+        for r, score, flag, ns, vs in zip(
+            records, score_list, verdict, top_names, top_vals, strict=True
+        )
     ]
 
 
