@@ -1,0 +1,236 @@
+"""The pure fold: one car's current twin + a batch of its events -> its next twin (no I/O).
+
+Rules, in the order they are applied to each event (in Kafka order, never re-sorted, so the
+result does not depend on how events were cut into batches):
+
+1. Exactly-once effect: an event whose offset is <= the offset already recorded on the twin
+   for its (topic, partition) was applied before (a redelivery) and changes nothing.
+2. Event time: a reading older than the reported one (by event time, then seq) never
+   overwrites reported values or health; it is counted as late and, if it fits, lands at its
+   place in the bounded history. A reading equal to one already seen is a duplicate.
+3. Anomaly scores fold the same way into the `anomaly` part, newest by event time wins.
+4. Every event that is not a redelivery bumps `revision` and records its offset.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from fleet.contract import SENSORS
+from twin import health
+from twin.events import Envelope, datetime_to_ms, ms_to_datetime
+
+Twin = dict[str, Any]
+
+DEFAULT_HISTORY = 50
+
+
+def new_twin(car_id: str) -> Twin:
+    """The twin of a car nothing is known about yet (see README, "Twin document")."""
+    return {
+        "_id": car_id,
+        "revision": 0,
+        "reported": {},
+        "last_reading": None,
+        "health": {"status": "unknown", "conditions": []},
+        "anomaly": None,
+        "history": [],
+        "counters": {
+            "events_applied": 0,
+            "readings_applied": 0,
+            "scores_applied": 0,
+            "late_skipped": 0,
+            "duplicates_skipped": 0,
+        },
+        "first_seen": None,
+        "last_seen": None,
+        "positions": [],
+    }
+
+
+@dataclass
+class FoldResult:
+    twin: Twin | None  # None: nothing changed (every event was a redelivery)
+    applied: int = 0  # events that changed the twin
+    redelivered: int = 0  # events already recorded on the twin
+    late: int = 0
+    duplicates: int = 0
+    touched: set[str] = field(default_factory=set)
+
+
+def _reading_key(event_time: datetime, seq: int) -> tuple[datetime, int]:
+    return (event_time, seq)
+
+
+def _previous_reading(twin: Twin) -> dict[str, Any] | None:
+    """The reported state as a reading, for rules that compare with the last step."""
+    last = twin["last_reading"]
+    if last is None:
+        return None
+    reading = {name: entry["value"] for name, entry in twin["reported"].items()}
+    reading["event_time"] = datetime_to_ms(last["event_time"])
+    reading["seq"] = last["seq"]
+    return reading
+
+
+def _apply_health(
+    twin: Twin, reading: Mapping[str, Any], previous: Mapping[str, Any] | None, at: datetime
+) -> None:
+    verdicts = health.evaluate(reading, previous)
+    active = {c["key"]: c for c in twin["health"]["conditions"]}
+    conditions = []
+    for rule in health.RULES:
+        verdict = verdicts[rule.key]
+        current = active.get(rule.key)
+        if verdict is None:  # this reading cannot tell: keep what we knew
+            if current is not None:
+                conditions.append(current)
+        elif verdict:
+            conditions.append(
+                current
+                if current is not None
+                else {
+                    "key": rule.key,
+                    "name": rule.name,
+                    "wheel": rule.wheel,
+                    "since": at,
+                    "evidence": {s: reading[s] for s in rule.evidence},
+                }
+            )
+    twin["health"] = {"status": "attention" if conditions else "ok", "conditions": conditions}
+
+
+def _fold_reading(
+    twin: Twin, record: Mapping[str, Any], history_size: int, result: FoldResult
+) -> None:
+    at = ms_to_datetime(int(record["event_time"]))
+    key = _reading_key(at, int(record["seq"]))
+    counters = twin["counters"]
+    last = twin["last_reading"]
+    last_key = _reading_key(last["event_time"], last["seq"]) if last else None
+    history: list[dict[str, Any]] = twin["history"]
+    # History only holds readings up to the reported one, so only those can be duplicates.
+    if (
+        last_key is not None
+        and key <= last_key
+        and (
+            key == last_key or any(_reading_key(h["event_time"], h["seq"]) == key for h in history)
+        )
+    ):
+        counters["duplicates_skipped"] += 1
+        result.duplicates += 1
+        return
+    values = {s: record[s] for s in SENSORS}
+    entry = {"event_time": at, "seq": key[1], **values}
+    if last_key is not None and key < last_key:
+        # Late: never overwrites newer values; keep it in history if it falls in the window.
+        counters["late_skipped"] += 1
+        result.late += 1
+        keys = [_reading_key(h["event_time"], h["seq"]) for h in history]
+        index = bisect.bisect(keys, key)
+        if index > 0 or len(history) < history_size:
+            history.insert(index, entry)
+            del history[: max(0, len(history) - history_size)]
+    else:
+        previous = _previous_reading(twin)
+        twin["reported"] = {s: {"value": values[s], "time": at} for s in SENSORS}
+        twin["last_reading"] = {"event_time": at, "seq": key[1]}
+        _apply_health(twin, record, previous, at)
+        history.append(entry)
+        del history[: max(0, len(history) - history_size)]
+        counters["readings_applied"] += 1
+        counters["events_applied"] += 1
+    if twin["first_seen"] is None or at < twin["first_seen"]:
+        twin["first_seen"] = at
+    if twin["last_seen"] is None or at > twin["last_seen"]:
+        twin["last_seen"] = at
+
+
+def _fold_score(twin: Twin, record: Mapping[str, Any], result: FoldResult) -> None:
+    at = ms_to_datetime(int(record["event_time"]))
+    key = (at, int(record["seq"]), str(record["model_version"]))
+    counters = twin["counters"]
+    current = twin["anomaly"]
+    if current is not None:
+        current_key = (current["event_time"], current["seq"], current["model_version"])
+        if key == current_key:
+            counters["duplicates_skipped"] += 1
+            result.duplicates += 1
+            return
+        if key[:2] < current_key[:2]:
+            counters["late_skipped"] += 1
+            result.late += 1
+            return
+    is_anomaly = bool(record["is_anomaly"])
+    was_since = current["anomalous_since"] if current is not None else None
+    twin["anomaly"] = {
+        "score": float(record["score"]),
+        "threshold": float(record["threshold"]),
+        "is_anomaly": is_anomaly,
+        "model_name": str(record["model_name"]),
+        "model_version": str(record["model_version"]),
+        "top_sensors": [
+            {"sensor": str(t["sensor"]), "contribution": float(t["contribution"])}
+            for t in record["top_sensors"]
+        ],
+        "event_time": at,
+        "seq": key[1],
+        "scored_at": ms_to_datetime(int(record["scored_at"])),
+        "anomalous_since": (was_since or at) if is_anomaly else None,
+    }
+    counters["scores_applied"] += 1
+    counters["events_applied"] += 1
+
+
+def _copy_for_update(twin: Twin) -> Twin:
+    """A copy deep enough that folding never mutates the caller's document."""
+    copy = dict(twin)
+    copy["counters"] = dict(twin["counters"])
+    copy["history"] = list(twin["history"])
+    copy["health"] = dict(twin["health"])
+    copy["positions"] = [dict(p) for p in twin["positions"]]
+    return copy
+
+
+def fold(
+    current: Twin | None,
+    car_id: str,
+    events: Iterable[Envelope],
+    history_size: int = DEFAULT_HISTORY,
+) -> FoldResult:
+    """Fold one car's events (in Kafka order) into its twin; ``current`` is left untouched."""
+    twin = _copy_for_update(current) if current is not None else new_twin(car_id)
+    positions = {(p["topic"], p["partition"]): p["offset"] for p in twin["positions"]}
+    result = FoldResult(twin=None)
+    for event in events:
+        where = (event.topic, event.partition)
+        if event.offset <= positions.get(where, -1):
+            result.redelivered += 1
+            continue
+        positions[where] = event.offset
+        if event.kind == "telemetry":
+            _fold_reading(twin, event.record, history_size, result)
+        else:
+            _fold_score(twin, event.record, result)
+        twin["revision"] += 1
+        result.applied += 1
+    if result.applied == 0:
+        return result
+    twin["positions"] = [
+        {"topic": topic, "partition": partition, "offset": offset}
+        for (topic, partition), offset in sorted(positions.items())
+    ]
+    result.twin = twin
+    return result
+
+
+def position_of(twin: Twin, topic: str, partition: int) -> int:
+    """The last offset of (topic, partition) applied to this twin, -1 if none."""
+    for p in twin.get("positions", []):
+        if p["topic"] == topic and p["partition"] == partition:
+            return int(p["offset"])
+    return -1
