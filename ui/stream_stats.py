@@ -46,7 +46,11 @@ def topic_stats(settings: Settings, topic: str, group: str) -> TopicStats:
         end = sum(high for _low, high in marks.values())
     finally:
         probe.close()
-    return TopicStats(topic, events, end, group_lag(settings, topic, group, marks))
+    try:
+        lag = group_lag(settings, topic, group, marks)
+    except KafkaException:  # e.g. the group coordinator is still loading: lag unknown
+        lag = None
+    return TopicStats(topic, events, end, lag)
 
 
 def group_lag(

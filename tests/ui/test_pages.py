@@ -1,0 +1,185 @@
+"""Every page of the explorer rendered with AppTest against twins in the real MongoDB-wire
+server, asserting on the numbers it shows."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from fleet import clients
+from fleet.contract import SENSORS, UNITS
+from fleet.settings import Settings
+from tests.conftest import free_port
+from tests.ui.conftest import Render, render_with
+from twin.health import CONDITION_NAMES
+
+pytestmark = pytest.mark.integration
+
+Fleet = tuple[Settings, list[dict[str, Any]]]
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def texts(at: AppTest) -> str:
+    parts = [*at.info, *at.warning, *at.error, *at.caption, *at.markdown, *at.success]
+    return "\n".join(str(p.value) for p in parts)
+
+
+def cars_with(twins: list[dict[str, Any]], condition: str) -> set[str]:
+    return {
+        t["_id"] for t in twins if any(c["name"] == condition for c in t["health"]["conditions"])
+    }
+
+
+def test_overview_counts(fleet: Fleet, render: Render) -> None:
+    settings, twins = fleet
+    # Three cars went silent an hour before the rest: they are not "reporting".
+    collection = clients.mongo_database(settings)[settings.twin.collection]
+    silent = ["car1", "car2", "car3"]
+    for car in silent:
+        twin = next(t for t in twins if t["_id"] == car)
+        collection.update_one(
+            {"_id": car}, {"$set": {"last_seen": twin["last_seen"] - timedelta(hours=1)}}
+        )
+    producer = clients.kafka_producer(settings)
+    for i in range(7):
+        producer.produce(settings.topics.telemetry, key=f"car{i}", value=b"x")
+    assert producer.flush(10) == 0
+
+    at = render("overview")
+    shown = metrics(at)
+    anomalous = sum(1 for t in twins if t["anomaly"] and t["anomaly"]["is_anomaly"])
+    attention = sum(1 for t in twins if t["health"]["status"] == "attention")
+    assert 0 < anomalous < len(twins)
+    assert shown["Cars"] == "60"
+    assert shown["Reporting (5 min)"] == str(60 - len(silent))
+    assert shown["Anomalous now"] == str(anomalous)
+    assert shown["Need attention"] == str(attention)
+    assert shown["Events in Kafka"] == "7", texts(at)
+    assert shown["Twin projector lag"] == "—"  # the projector group never committed
+
+    conditions = next(d.value for d in at.dataframe if "condition" in d.value.columns)
+    shown_counts = dict(zip(conditions["condition"], conditions["cars"], strict=True))
+    assert len(shown_counts) == len(CONDITION_NAMES)
+    for name in CONDITION_NAMES:
+        label = name.replace("_", " ").capitalize()
+        assert shown_counts[label] == len(cars_with(twins, name)), name
+    firmware = next(d.value for d in at.dataframe if "firmware" in d.value.columns)
+    expected = Counter(str(t["reported"]["control_unit_firmware"]["value"]) for t in twins)
+    assert dict(zip(firmware["firmware"], firmware["cars"], strict=True)) == expected
+
+
+def test_table_filters_sort_and_pages(fleet: Fleet, render: Render) -> None:
+    _settings, twins = fleet
+    at = render("table")
+    assert "Cars 1–50 of 60" in texts(at)
+    assert len(at.dataframe[0].value) == 50
+    assert list(at.dataframe[0].value["car"][:3]) == ["car1", "car10", "car11"]  # by id
+
+    at.number_input(key="table.page").set_value(2).run()
+    assert "Cars 51–60 of 60" in texts(at)
+    assert len(at.dataframe[0].value) == 10
+
+    at.text_input(key="table.search").set_value("car1").run()  # car1, car10..car19
+    assert "of 11" in texts(at)
+    assert set(at.dataframe[0].value["car"]) == {"car1", *(f"car1{i}" for i in range(10))}
+    at.text_input(key="table.search").set_value("").run()
+
+    at.multiselect(key="table.conditions").set_value(["tire_pressure_low"]).run()
+    low = cars_with(twins, "tire_pressure_low")
+    assert low
+    assert set(at.dataframe[0].value["car"]) == low
+    at.multiselect(key="table.conditions").set_value([]).run()
+
+    at.selectbox(key="table.anomaly").set_value("not scored").run()
+    assert set(at.dataframe[0].value["car"]) == {t["_id"] for t in twins if t["anomaly"] is None}
+
+    at.selectbox(key="table.anomaly").set_value("any").run()
+    at.selectbox(key="table.sort").set_value("anomaly score").run()
+    at.toggle(key="table.desc").set_value(True).run()
+    best = max((t for t in twins if t["anomaly"]), key=lambda t: t["anomaly"]["score"])
+    shown = at.dataframe[0].value
+    assert shown["score"].iloc[0] == pytest.approx(best["anomaly"]["score"])
+    assert list(shown["score"].dropna()) == sorted(shown["score"].dropna(), reverse=True)
+
+    at.selectbox(key="table.last_seen").set_value("silent for 1 h+").run()
+    assert "No car matches these filters." in texts(at)
+
+
+def test_car_detail(fleet: Fleet, render: Render) -> None:
+    _settings, twins = fleet
+    twin = next(t for t in twins if t["anomaly"] and t["anomaly"]["is_anomaly"])
+    at = render("car", {"car": twin["_id"]})
+    shown = metrics(at)
+    assert shown["Health"] == twin["health"]["status"]
+    assert shown["Anomaly verdict"] == "ANOMALOUS"
+    assert shown["Score / threshold"] == (
+        f"{twin['anomaly']['score']:.3f} / {twin['anomaly']['threshold']:.3f}"
+    )
+    assert shown["Readings applied"] == "8"
+    reported = at.dataframe[0].value
+    assert list(reported["sensor"]) == list(SENSORS)
+    assert dict(zip(reported["sensor"], reported["unit"], strict=True)) == UNITS
+    speed = twin["reported"]["speed"]["value"]
+    assert reported.set_index("sensor").loc["speed", "value"] == pytest.approx(speed)
+    conditions = at.dataframe[1].value
+    assert len(conditions) == len(twin["health"]["conditions"])
+    assert "8 most recent readings kept on the twin." in texts(at)
+    assert at.json[0].value  # the raw twin document
+    assert twin["_id"] in at.json[0].value
+
+
+def test_unknown_car_is_a_message(fleet: Fleet, render: Render) -> None:
+    at = render("car", {"car": "car999999"})
+    assert "No car with id `car999999` in the fleet." in texts(at)
+    assert "`car1`" in texts(at)  # a hint at cars that exist
+    assert not at.metric
+
+
+def test_anomaly_leaderboard(fleet: Fleet, render: Render) -> None:
+    _settings, twins = fleet
+    at = render("anomalies")
+    anomalous = sorted(
+        (t for t in twins if t["anomaly"] and t["anomaly"]["is_anomaly"]),
+        key=lambda t: (-t["anomaly"]["score"], t["_id"]),
+    )
+    board = at.dataframe[0].value
+    assert len(board) == min(25, len(anomalous))
+    assert list(board["car"]) == [t["_id"] for t in anomalous[:25]]
+    drivers = at.dataframe[1].value
+    top = Counter(t["anomaly"]["top_sensors"][0]["sensor"] for t in anomalous[:25])
+    assert dict(zip(drivers["sensor"], drivers["cars"], strict=True)) == top
+
+
+def test_empty_database(fresh_settings: Settings) -> None:
+    render = render_with(fresh_settings)
+    assert "No twins yet" in texts(render("overview"))
+    assert "No twins yet." in texts(render("table"))
+    assert "No car is anomalous now." in texts(render("anomalies"))
+    assert "No car with id `car1`" in texts(render("car", {"car": "car1"}))
+
+
+def test_mongo_down(settings: Settings) -> None:
+    away = settings.model_copy(
+        update={
+            "mongodb": settings.mongodb.model_copy(
+                update={"uri": f"mongodb://127.0.0.1:{free_port()}/"}
+            )
+        }
+    )
+    render = render_with(away)
+    for page, query in [
+        ("overview", None),
+        ("table", None),
+        ("car", {"car": "car1"}),
+        ("anomalies", None),
+    ]:
+        at = render(page, query)
+        assert at.error, page
+        assert "MongoDB is not reachable" in at.error[0].value, page
