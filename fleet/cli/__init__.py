@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from fleet.cli.context import CliError, load_settings
 from fleet.cli.stack import stack_app
 from fleet.cli.topics import config_app, topics_app
+from fleet.cli.twin import twin_app
 from fleet.cli.ui import ui_app
 
 app = typer.Typer(
@@ -28,6 +29,7 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(topics_app, name="topics")
 app.add_typer(config_app, name="config")
 app.add_typer(ui_app, name="ui")
+app.add_typer(twin_app, name="twin")
 
 
 @app.callback()

@@ -1,0 +1,79 @@
+"""Producing test events to the real Kafka and running the projector in a thread."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from fleet import clients
+from fleet.avro import anomaly_codec, telemetry_codec
+from fleet.service import Shutdown
+from fleet.settings import Settings
+from twin import store
+from twin.fold import Twin
+from twin.projector import Projector
+
+FAST_GROUP = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
+
+
+def produce(settings: Settings, records: list[dict[str, Any]]) -> None:
+    """Put readings (or scores) on their topic, keyed by car id, in the given order."""
+    is_score = "score" in records[0]
+    codec = anomaly_codec() if is_score else telemetry_codec()
+    topic = settings.topics.anomalies if is_score else settings.topics.telemetry
+    producer = clients.kafka_producer(settings)
+    failures: list[str] = []
+    for record, value in zip(records, codec.encode_many(records), strict=True):
+        producer.produce(
+            topic,
+            key=record["car_id"],
+            value=value,
+            on_delivery=lambda err, _msg: err and failures.append(str(err)),
+        )
+        producer.poll(0)
+    assert producer.flush(30) == 0
+    assert failures == []
+
+
+def with_twin(settings: Settings, **twin: Any) -> Settings:
+    return settings.model_copy(update={"twin": settings.twin.model_copy(update=twin)})
+
+
+@contextmanager
+def running_projector(settings: Settings) -> Iterator[Projector]:
+    """A projector in a thread; stopped (and its errors re-raised) on exit."""
+    shutdown = Shutdown()
+    projector = Projector(settings, shutdown, **FAST_GROUP)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            projector.run()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=work, name="projector", daemon=True)
+    thread.start()
+    try:
+        yield projector
+    finally:
+        shutdown.request()
+        thread.join(60)
+        assert not thread.is_alive(), "projector did not stop"
+    if errors:
+        raise errors[0]
+
+
+def twins_collection(settings: Settings) -> Any:
+    return store.twins_collection(clients.mongo_database(settings), settings.twin.collection)
+
+
+def all_twins(settings: Settings) -> dict[str, Twin]:
+    return {t["_id"]: t for t in twins_collection(settings).find()}
+
+
+def events_applied(settings: Settings) -> int:
+    """Total events recorded on the twins (each non-redelivered event bumps one revision)."""
+    return sum(t["revision"] for t in twins_collection(settings).find({}, {"revision": 1}))

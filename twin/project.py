@@ -1,0 +1,135 @@
+"""Apply a batch of events to the twins: read, fold per car, one bulk write (I/O at the edge).
+
+Shared by the projector service, the rebuild and the benchmark.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaError, Message
+from pymongo.collection import Collection
+
+from fleet.avro import AvroDecodeError, Codec
+from fleet.logs import get_logger
+from twin import store
+from twin.events import Envelope, Kind
+from twin.fold import Twin, fold
+
+log = get_logger("twin.project")
+
+
+def decode_messages(
+    messages: Iterable[Message], codecs: dict[str, tuple[Kind, Codec]]
+) -> tuple[list[Envelope], dict[tuple[str, int], int], int]:
+    """Kafka messages -> (events, last offset per partition, undecodable count).
+
+    An undecodable event is skipped (the bridge validates input, so it is a bug upstream),
+    but its offset still counts as consumed.
+    """
+    events: list[Envelope] = []
+    offsets: dict[tuple[str, int], int] = {}
+    undecodable = 0
+    for message in messages:
+        error = message.error()
+        if error is not None:
+            if error.code() != KafkaError._PARTITION_EOF:
+                log.warning("kafka", error=str(error))
+            continue
+        topic, partition, offset = str(message.topic()), message.partition(), message.offset()
+        assert partition is not None and offset is not None  # set on every real message
+        offsets[(topic, partition)] = offset  # in order per partition: the last one wins
+        kind, codec = codecs[topic]
+        try:
+            record = codec.decode(message.value() or b"")
+        except AvroDecodeError as exc:
+            undecodable += 1
+            log.error(
+                "undecodable event skipped",
+                topic=topic,
+                partition=partition,
+                offset=offset,
+                error=str(exc),
+            )
+            continue
+        events.append(Envelope(topic, partition, offset, kind, record))
+    return events, offsets, undecodable
+
+
+@dataclass
+class Applied:
+    events: int = 0
+    redelivered: int = 0
+    late: int = 0
+    duplicates: int = 0
+    cars_written: int = 0
+    conflicts: int = 0
+
+    def __iadd__(self, other: Applied) -> Applied:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        return self
+
+
+def by_car(events: Iterable[Envelope]) -> dict[str, list[Envelope]]:
+    """Group a batch per car, keeping Kafka order within each car."""
+    grouped: dict[str, list[Envelope]] = defaultdict(list)
+    for event in events:
+        grouped[event.car_id].append(event)
+    return grouped
+
+
+def apply_batch(
+    collection: Collection[Twin],
+    events_by_car: dict[str, list[Envelope]],
+    history_size: int,
+    max_rounds: int = 10,
+) -> Applied:
+    """Fold each car's events into its twin and write all twins in one unordered bulk write.
+
+    If another writer changed some twins meanwhile (a rebalance), read and fold again: the
+    positions on the twins make already-applied events no-ops, so this converges.
+    """
+    total = Applied()
+    pending = events_by_car
+    for _ in range(max_rounds):
+        current = store.load(collection, pending)
+        changes: dict[str, tuple[Twin | None, Twin]] = {}
+        round_stats = Applied()
+        for car_id, events in pending.items():
+            before = current.get(car_id)
+            result = fold(before, car_id, events, history_size)
+            round_stats.redelivered += result.redelivered
+            if result.twin is not None:
+                changes[car_id] = (before, result.twin)
+                round_stats.events += result.applied
+                round_stats.late += result.late
+                round_stats.duplicates += result.duplicates
+        lost = store.write(collection, changes)
+        round_stats.cars_written = len(changes)
+        if lost == 0:
+            total += round_stats
+            return total
+        # Some writes lost a race and the bulk result does not say which: look, and fold the
+        # losers again from what is stored now (their applied events are no-ops there).
+        stored = store.load(collection, changes)
+        losers = {
+            car_id
+            for car_id, (_before, after) in changes.items()
+            if not store.same_version(stored.get(car_id), after)
+        }
+        total.conflicts += len(losers)
+        round_stats.cars_written -= len(losers)
+        for car_id in losers:  # their stats are counted when they are written
+            result = fold(current.get(car_id), car_id, pending[car_id], history_size)
+            round_stats.events -= result.applied
+            round_stats.late -= result.late
+            round_stats.duplicates -= result.duplicates
+            round_stats.redelivered -= result.redelivered
+        total += round_stats
+        pending = {car_id: pending[car_id] for car_id in losers}
+        if not pending:
+            return total
+    raise RuntimeError(f"twins kept changing under us for {max_rounds} rounds")

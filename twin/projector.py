@@ -1,0 +1,244 @@
+"""`fleet twin run`: the projector service.
+
+A thin loop: poll a batch from the telemetry and anomaly topics -> decode -> fold per car ->
+one unordered bulk write -> commit the offsets. Offsets are committed only after the write;
+the positions stored on the twins (same document, same write as the state) are the truth
+about what was applied, so a redelivery after a crash, a failed commit or a rebalance
+changes nothing. MongoDB or Kafka away: retry with backoff until they are back or a
+shutdown is requested; never crash-loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from pymongo.errors import ConnectionFailure, OperationFailure
+from tenacity import Retrying, retry_if_exception, wait_exponential
+
+from fleet import clients
+from fleet.avro import Codec, anomaly_codec, telemetry_codec
+from fleet.logs import get_logger
+from fleet.service import Shutdown
+from fleet.settings import Settings
+from twin import metrics, store
+from twin.events import Envelope, Kind
+from twin.project import Applied, apply_batch, by_car, decode_messages
+
+log = get_logger("twin.projector")
+T = TypeVar("T")
+
+#: Commit failures that only mean "the group moved on": the next owner redelivers, harmlessly.
+GROUP_MOVED = {
+    KafkaError.REBALANCE_IN_PROGRESS,
+    KafkaError.ILLEGAL_GENERATION,
+    KafkaError.UNKNOWN_MEMBER_ID,
+    KafkaError._NO_OFFSET,
+    KafkaError._STATE,
+}
+
+
+def mongo_is_away(exc: BaseException) -> bool:
+    if isinstance(exc, ConnectionFailure):
+        return True
+    # A primary stepping down or a server shutting down: transient as well.
+    return isinstance(exc, OperationFailure) and exc.has_error_label("RetryableWriteError")
+
+
+def kafka_is_away(exc: BaseException) -> bool:
+    if not isinstance(exc, KafkaException):
+        return False
+    error = exc.args[0]
+    return bool(error.retriable()) or error.code() in {
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError._TIMED_OUT,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.NOT_COORDINATOR,
+    }
+
+
+def codecs_for(settings: Settings) -> dict[str, tuple[Kind, Codec]]:
+    """What the projector reads: topic -> (kind of event, its codec)."""
+    return {
+        settings.topics.telemetry: ("telemetry", telemetry_codec()),
+        settings.topics.anomalies: ("anomaly", anomaly_codec()),
+    }
+
+
+class Projector:
+    """The twin projector; ``run()`` until the shutdown is requested."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        shutdown: Shutdown | None = None,
+        collection: str | None = None,
+        **consumer_overrides: Any,
+    ) -> None:
+        self.settings = settings
+        self.shutdown = shutdown or Shutdown()
+        database = clients.mongo_database(settings)
+        self.collection = store.twins_collection(database, collection or settings.twin.collection)
+        self.codecs = codecs_for(settings)
+        self.consumer_overrides = consumer_overrides
+        self.applied = Applied()
+        self._assigned: set[tuple[str, int]] = set()
+        self._next: dict[tuple[str, int], int] = {}  # next offset per partition, for lag
+        self._lag_checked = 0.0
+
+    # --- retries -------------------------------------------------------------------------
+
+    def _retry(
+        self, what: str, server: str, away: Callable[[BaseException], bool], call: Callable[[], T]
+    ) -> T:
+        """Call until it works, backing off while the server is away, or shutdown is asked."""
+
+        def before_sleep(state: Any) -> None:
+            metrics.RETRIES.labels(server).inc()
+            log.warning(
+                "server away, retrying",
+                server=server,
+                what=what,
+                attempt=state.attempt_number,
+                wait=round(state.next_action.sleep, 2) if state.next_action else None,
+                error=str(state.outcome.exception()) if state.outcome else None,
+            )
+
+        retrying = Retrying(
+            retry=retry_if_exception(away),
+            wait=wait_exponential(multiplier=0.2, max=self.settings.twin.max_backoff),
+            stop=lambda _state: self.shutdown.requested,
+            sleep=self._pause,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        return retrying(call)
+
+    def _pause(self, seconds: float) -> None:
+        self.shutdown.wait(seconds)  # wakes early on shutdown; `stop` then ends the retries
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def run(self) -> Applied:
+        twin = self.settings.twin
+        self._retry(
+            "create indexes",
+            "mongodb",
+            mongo_is_away,
+            lambda: store.ensure_indexes(self.collection),
+        )
+        consumer = clients.kafka_consumer(
+            self.settings, self.settings.groups.twin, **self.consumer_overrides
+        )
+        consumer.subscribe(
+            list(self.codecs),
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
+        log.info(
+            "projecting",
+            topics=list(self.codecs),
+            collection=self.collection.name,
+            group=self.settings.groups.twin,
+        )
+        try:
+            while not self.shutdown.requested:
+                messages = consumer.consume(num_messages=twin.batch_size, timeout=twin.poll_timeout)
+                if messages:
+                    try:
+                        self.process(consumer, messages)
+                    except (ConnectionFailure, OperationFailure, KafkaException):
+                        if not self.shutdown.requested:
+                            raise
+                        log.warning("stopping with a batch unwritten; it will be redelivered")
+                        break
+                self._report_lag(consumer)
+        finally:
+            consumer.close()
+            log.info("stopped", **vars(self.applied))
+        return self.applied
+
+    def process(self, consumer: Consumer, messages: Sequence[Message]) -> None:
+        events, offsets = self.decode(messages)
+        metrics.BATCH_SIZE.observe(len(messages))
+        started = time.perf_counter()
+        grouped = by_car(events)
+        applied = self._retry(
+            "write twins",
+            "mongodb",
+            mongo_is_away,
+            lambda: apply_batch(self.collection, grouped, self.settings.twin.history_size),
+        )
+        metrics.WRITE_SECONDS.observe(time.perf_counter() - started)
+        metrics.BATCH_CARS.observe(applied.cars_written)
+        metrics.EVENTS.labels("applied").inc(applied.events - applied.late - applied.duplicates)
+        metrics.EVENTS.labels("late").inc(applied.late)
+        metrics.EVENTS.labels("duplicate").inc(applied.duplicates)
+        metrics.EVENTS.labels("redelivered").inc(applied.redelivered)
+        metrics.CONFLICTS.inc(applied.conflicts)
+        self.applied += applied
+        self.commit(consumer, offsets)
+
+    def decode(
+        self, messages: Sequence[Message]
+    ) -> tuple[list[Envelope], dict[tuple[str, int], int]]:
+        events, offsets, undecodable = decode_messages(messages, self.codecs)
+        metrics.EVENTS.labels("undecodable").inc(undecodable)
+        return events, offsets
+
+    def commit(self, consumer: Consumer, offsets: dict[tuple[str, int], int]) -> None:
+        """Commit after the write; a commit that fails only costs a harmless redelivery."""
+        if not offsets:
+            return
+        partitions = [TopicPartition(t, p, o + 1) for (t, p), o in offsets.items()]
+        try:
+            self._retry(
+                "commit offsets",
+                "kafka",
+                kafka_is_away,
+                lambda: consumer.commit(offsets=partitions, asynchronous=False),
+            )
+        except KafkaException as exc:
+            if exc.args[0].code() not in GROUP_MOVED and not self.shutdown.requested:
+                raise
+            log.info("commit skipped; the next owner will redeliver", reason=str(exc))
+        for (t, p), o in offsets.items():
+            self._next[(t, p)] = o + 1
+
+    # --- partitions and lag ----------------------------------------------------------------
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned.update((tp.topic, tp.partition) for tp in partitions)
+        log.info("assigned", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions])
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self._assigned.discard((tp.topic, tp.partition))
+            self._next.pop((tp.topic, tp.partition), None)
+            with contextlib.suppress(KeyError):  # never reported
+                metrics.LAG.remove(tp.topic, str(tp.partition))
+        log.info("revoked", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions])
+
+    def _report_lag(self, consumer: Consumer, every: float = 5.0) -> None:
+        now = time.monotonic()
+        if now - self._lag_checked < every:
+            return
+        self._lag_checked = now
+        for topic, partition in list(self._assigned):
+            try:
+                low, high = consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=1.0, cached=False
+                )
+            except KafkaException:
+                continue  # Kafka away: try again next time
+            position = self._next.get((topic, partition))
+            if position is None:
+                (where,) = consumer.position([TopicPartition(topic, partition)])
+                position = where.offset if where.offset >= 0 else low
+            metrics.LAG.labels(topic, str(partition)).set(max(0, high - position))

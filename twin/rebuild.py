@@ -1,0 +1,166 @@
+"""`fleet twin rebuild`: replay the topics from the beginning into a fresh collection, swap.
+
+1. Note every partition's end (high watermark) and replay from the beginning up to it into a
+   staging collection (with the indexes), in batches, exactly as the projector folds.
+2. Swap: `renameCollection` staging -> live with `dropTarget`, one atomic step on the server;
+   queries see the old twins, then the new ones, never a missing collection.
+3. Catch up: while we replayed, a running projector kept writing into the old collection, and
+   those writes went away with it. Replay on, into the new live collection, up to the ends as
+   they are after the swap: every event a projector could have written into the old
+   collection is then applied again. The positions on the twins make events that the running
+   projector also applies (now into the new collection) no-ops, whichever comes first.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from fleet import clients
+from fleet.logs import get_logger
+from fleet.service import Shutdown
+from fleet.settings import Settings
+from twin import store
+from twin.project import Applied, apply_batch, by_car, decode_messages
+from twin.projector import codecs_for
+
+log = get_logger("twin.rebuild")
+
+Progress = Callable[[int, int], None]  # (events replayed, events to replay)
+
+
+class RebuildAborted(RuntimeError):
+    pass
+
+
+@dataclass
+class RebuildReport:
+    staging: str
+    replayed: int = 0
+    caught_up: int = 0
+    twins: int = 0
+    seconds: float = 0.0
+    applied: Applied = field(default_factory=Applied)
+
+
+def _ends(consumer: Consumer, partitions: list[TopicPartition]) -> dict[tuple[str, int], int]:
+    ends = {}
+    for tp in partitions:
+        _low, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+        ends[(tp.topic, tp.partition)] = high
+    return ends
+
+
+def _remaining(
+    consumer: Consumer, ends: dict[tuple[str, int], int], done: dict[tuple[str, int], int]
+) -> int:
+    """Events between where we are and the ends (transaction markers make this an estimate)."""
+    positions = consumer.position([TopicPartition(t, p) for t, p in ends])
+    left = 0
+    for tp in positions:
+        key = (tp.topic, tp.partition)
+        at = max(done.get(key, -1) + 1, tp.offset if tp.offset >= 0 else 0)
+        left += max(0, ends[key] - at)
+    return left
+
+
+def _replay_to(  # noqa: PLR0917
+    consumer: Consumer,
+    ends: dict[tuple[str, int], int],
+    settings: Settings,
+    collection_name: str,
+    done: dict[tuple[str, int], int],
+    shutdown: Shutdown,
+    progress: Progress | None,
+) -> tuple[Applied, int]:
+    """Consume until every partition reached its end, applying batches to the collection.
+
+    Returns what was applied and how many messages were read."""
+    database = clients.mongo_database(settings)
+    collection = store.twins_collection(database, collection_name)
+    codecs = codecs_for(settings)
+    applied = Applied()
+    total = _remaining(consumer, ends, done)
+    replayed = 0
+    if progress:
+        progress(0, total)
+    while _remaining(consumer, ends, done) > 0:
+        if shutdown.requested:
+            raise RebuildAborted("rebuild interrupted; the live twins were left as they were")
+        messages = consumer.consume(
+            num_messages=settings.twin.batch_size, timeout=settings.twin.poll_timeout
+        )
+        events, offsets, _bad = decode_messages(messages, codecs)
+        # Past the end noted at the start belongs to the next phase (or the live projector).
+        events = [e for e in events if e.offset < ends[(e.topic, e.partition)]]
+        if events:
+            applied += apply_batch(collection, by_car(events), settings.twin.history_size)
+        for key, offset in offsets.items():
+            done[key] = max(done.get(key, -1), offset)
+        replayed += len(messages)
+        if progress:
+            progress(min(replayed, total), total)
+    return applied, replayed
+
+
+def rebuild(
+    settings: Settings,
+    progress: Progress | None = None,
+    shutdown: Shutdown | None = None,
+    **consumer_overrides: str | int,
+) -> RebuildReport:
+    shutdown = shutdown or Shutdown()
+    started = time.monotonic()
+    database = clients.mongo_database(settings)
+    live = settings.twin.collection
+    staging_name = f"{live}_rebuild_{uuid.uuid4().hex[:8]}"
+    staging = store.twins_collection(database, staging_name)
+    store.ensure_indexes(staging)
+    report = RebuildReport(staging=staging_name)
+
+    # Its own throwaway group id: the rebuild assigns partitions itself and commits nothing.
+    consumer = clients.kafka_consumer(
+        settings, f"{settings.groups.twin}-rebuild-{uuid.uuid4().hex[:8]}", **consumer_overrides
+    )
+    try:
+        metadata = consumer.list_topics(timeout=10)
+        partitions = [
+            TopicPartition(topic, partition, OFFSET_BEGINNING)
+            for topic in codecs_for(settings)
+            if topic in metadata.topics
+            for partition in sorted(metadata.topics[topic].partitions)
+        ]
+        consumer.assign(partitions)
+        done: dict[tuple[str, int], int] = {}
+        ends = _ends(consumer, partitions)
+        log.info("replaying", into=staging_name, events=sum(ends.values()))
+        applied, report.replayed = _replay_to(
+            consumer, ends, settings, staging_name, done, shutdown, progress
+        )
+        report.applied += applied
+
+        database.client.admin.command(
+            "renameCollection",
+            f"{database.name}.{staging_name}",
+            to=f"{database.name}.{live}",
+            dropTarget=True,
+        )
+        log.info("swapped", collection=live)
+
+        later = _ends(consumer, partitions)
+        applied, report.caught_up = _replay_to(
+            consumer, later, settings, live, done, shutdown, None
+        )
+        report.applied += applied
+    except BaseException:
+        database.drop_collection(staging_name)  # a no-op once renamed
+        raise
+    finally:
+        consumer.close()
+    report.twins = store.twins_collection(database, live).estimated_document_count()
+    report.seconds = time.monotonic() - started
+    return report

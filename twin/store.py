@@ -1,0 +1,93 @@
+"""The twins collection: read a batch's twins, write them back with optimistic concurrency.
+
+Why read-modify-write rather than an update pipeline: the fold (event time, bounded history
+with late insertion, health rules with since-when) is ordinary Python, unit-tested without a
+server; one `find({_id: {$in: cars}})` per batch reads every twin, and one unordered
+`bulk_write` writes them. Each write replaces the twin only if it still has the revision and
+Kafka positions we read (optimistic concurrency), so two projector instances that both hold
+a partition for a moment during a rebalance cannot clobber each other: the loser re-reads and
+re-folds, and the positions recorded on the twin make its events no-ops. The positions live in
+the same document, written by the same single-document write, as the state they produced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC
+from typing import Any
+
+from bson.codec_options import CodecOptions
+from pymongo import ASCENDING, DESCENDING, IndexModel, InsertOne, ReplaceOne
+from pymongo.collection import Collection
+from pymongo.database import Database
+from pymongo.errors import BulkWriteError
+
+from twin.fold import Twin
+
+DUPLICATE_KEY = 11000
+
+#: Indexes for the README's queries (low tire pressure, top anomalous, not seen since, firmware).
+INDEXES = [
+    IndexModel([("health.conditions.name", ASCENDING)], name="condition"),
+    IndexModel(
+        [("anomaly.is_anomaly", ASCENDING), ("anomaly.score", DESCENDING)], name="anomalous"
+    ),
+    IndexModel([("anomaly.score", DESCENDING)], name="anomaly_score"),
+    IndexModel([("last_seen", ASCENDING)], name="last_seen"),
+    IndexModel([("reported.control_unit_firmware.value", ASCENDING)], name="firmware"),
+]
+
+
+def twins_collection(database: Database[Any], name: str) -> Collection[Twin]:
+    """The collection with timezone-aware UTC datetimes, as the fold compares them."""
+    return database.get_collection(name, codec_options=CodecOptions(tz_aware=True, tzinfo=UTC))
+
+
+def ensure_indexes(collection: Collection[Twin]) -> None:
+    collection.create_indexes(INDEXES)
+
+
+def load(collection: Collection[Twin], car_ids: Iterable[str]) -> dict[str, Twin]:
+    """The current twins of these cars (absent cars have none yet), in one query."""
+    return {doc["_id"]: doc for doc in collection.find({"_id": {"$in": list(car_ids)}})}
+
+
+def write(collection: Collection[Twin], changes: Mapping[str, tuple[Twin | None, Twin]]) -> int:
+    """Write each car's new twin if its stored twin is still the one it was folded from.
+
+    ``changes`` maps car id to (twin read, twin to write). One unordered bulk write (each car
+    has one operation, so order does not matter). Returns how many cars lost a race: the caller
+    re-reads and re-folds those (its events are then no-ops where already applied).
+    """
+    if not changes:
+        return 0
+    operations: list[InsertOne[Twin] | ReplaceOne[Twin]] = []
+    for car_id, (before, after) in changes.items():
+        if before is None:
+            operations.append(InsertOne(after))  # a concurrent insert fails with duplicate key
+        else:
+            guard = {
+                "_id": car_id,
+                "revision": before["revision"],
+                "positions": before["positions"],
+            }
+            operations.append(ReplaceOne(guard, after))
+    try:
+        result = collection.bulk_write(operations, ordered=False)
+    except BulkWriteError as exc:
+        details = exc.details
+        errors = details.get("writeErrors", [])
+        if any(e.get("code") != DUPLICATE_KEY for e in errors) or details.get("writeConcernErrors"):
+            raise
+        done = details.get("nInserted", 0) + details.get("nMatched", 0)
+        return len(operations) - done
+    return len(operations) - (result.inserted_count + result.matched_count)
+
+
+def same_version(stored: Twin | None, written: Twin) -> bool:
+    """Whether the stored twin is the one we wrote (revision and positions identify it)."""
+    return (
+        stored is not None
+        and stored["revision"] == written["revision"]
+        and stored["positions"] == written["positions"]
+    )
