@@ -16,6 +16,7 @@ from pymongo.errors import PyMongoError
 
 from fleet import clients
 from fleet.settings import Settings, get_settings
+from twin import store
 
 SETTINGS_KEY = "fleet.settings"
 #: The UI must answer quickly or say the server is away, not hang a page for 30 s.
@@ -42,7 +43,7 @@ def _mongo(uri: str, _settings: Settings) -> Any:
 def twins() -> Collection[dict[str, Any]]:
     """The twins collection, for reading only (the explorer never writes)."""
     s = settings()
-    return _mongo(s.mongodb_uri, s)[s.mongodb.database][s.twin.collection]
+    return store.twins_collection(_mongo(s.mongodb_uri, s)[s.mongodb.database], s.twin.collection)
 
 
 class Unavailable(Exception):

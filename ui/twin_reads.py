@@ -1,8 +1,8 @@
-"""Read-only queries of the twins collection that the explorer's pages need.
+"""The explorer's reads of the twins, built on the twin package's query API (`twin.queries`).
 
-Every query is bounded: counts and aggregations run on the server, lists have a limit and a
-page, projections leave the heavy ``history`` out. The filters only touch indexed fields of the
-twin document (``last_seen``, ``anomaly.*``, ``health.conditions.name``, the firmware value).
+`twin.queries` owns the filters (`TwinFilter`), sort orders and projections; this module adds
+only what a screen needs on top: a car-id prefix search, a "seen within" window, paging, and
+fleet-wide counts made of index-backed `count_twins` calls (never a scan of the collection).
 Query building is pure (unit-tested); the functions taking a collection do the I/O.
 """
 
@@ -13,80 +13,74 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from pymongo import ASCENDING, DESCENDING
+from pymongo import DESCENDING
 from pymongo.collection import Collection
 
+from twin import queries
 from twin.health import CONDITION_NAMES
+from twin.queries import TwinFilter
 
 Twins = Collection[dict[str, Any]]
-AnomalyFilter = Literal["any", "anomalous", "normal", "unscored"]
+AnomalyChoice = Literal["any", "anomalous", "not anomalous"]
 
 FIRMWARE = "reported.control_unit_firmware.value"
-
-#: Columns of the fleet table, as (label, twin path); only these are fetched.
-TABLE_FIELDS: dict[str, str] = {
-    "car": "_id",
-    "health": "health.status",
-    "conditions": "health.conditions.name",
-    "anomalous": "anomaly.is_anomaly",
-    "score": "anomaly.score",
-    "firmware": FIRMWARE,
-    "last seen": "last_seen",
-    "readings": "counters.readings_applied",
-}
+#: Sort orders offered by the table: labels for `twin.queries.SORTS`.
 SORTABLE: dict[str, str] = {
-    "car id": "_id",
-    "last seen": "last_seen",
-    "anomaly score": "anomaly.score",
-    "firmware": FIRMWARE,
+    "car id": "car",
+    "anomaly score (highest first)": "anomaly",
+    "last seen (oldest first)": "last_seen",
 }
 
 
 @dataclass(frozen=True)
 class TableQuery:
-    """What the fleet table asks for; every part maps onto an indexed field."""
+    """What the fleet table asks for: twin's filter plus a prefix search, a window and a page."""
 
     search: str = ""  # car id prefix (an anchored regex uses the _id index)
-    conditions: tuple[str, ...] = ()  # cars with any of these health conditions
-    anomaly: AnomalyFilter = "any"
-    firmware: tuple[int, ...] = ()
+    condition: str | None = None
+    anomaly: AnomalyChoice = "any"
+    firmware: int | None = None
     seen_within: timedelta | None = None  # last seen at most this long before the fleet clock
     silent_for: timedelta | None = None  # not seen for at least this long
     sort: str = "car id"
-    descending: bool = False
+    reverse: bool = False
     page: int = 0
     page_size: int = 50
 
 
+def twin_filter(query: TableQuery, clock: datetime | None) -> TwinFilter:
+    anomalous = {"any": None, "anomalous": True, "not anomalous": False}[query.anomaly]
+    silent_since = clock - query.silent_for if clock and query.silent_for else None
+    return TwinFilter(
+        anomalous=anomalous,
+        condition=query.condition,
+        not_seen_since=silent_since,
+        firmware=query.firmware,
+    )
+
+
 def table_filter(query: TableQuery, clock: datetime | None) -> dict[str, Any]:
-    """The MongoDB filter for a table query; ``clock`` is the fleet's newest reading time."""
+    """The MongoDB filter: twin's own filter, and the table's extras, all on indexed fields."""
     parts: list[dict[str, Any]] = []
+    base = twin_filter(query, clock).query()
+    if base:
+        parts.append(base)
     if query.search.strip():
         parts.append({"_id": {"$regex": "^" + re.escape(query.search.strip())}})
-    if query.conditions:
-        parts.append({"health.conditions.name": {"$in": list(query.conditions)}})
-    if query.anomaly == "anomalous":
-        parts.append({"anomaly.is_anomaly": True})
-    elif query.anomaly == "normal":
-        parts.append({"anomaly.is_anomaly": False})
-    elif query.anomaly == "unscored":
-        parts.append({"anomaly": None})
-    if query.firmware:
-        parts.append({FIRMWARE: {"$in": list(query.firmware)}})
     if clock is not None and query.seen_within is not None:
         parts.append({"last_seen": {"$gte": clock - query.seen_within}})
-    if clock is not None and query.silent_for is not None:
-        parts.append({"last_seen": {"$lt": clock - query.silent_for}})
     if not parts:
         return {}
     return parts[0] if len(parts) == 1 else {"$and": parts}
 
 
 def table_sort(query: TableQuery) -> list[tuple[str, int]]:
-    direction = DESCENDING if query.descending else ASCENDING
-    path = SORTABLE[query.sort]
-    # _id last makes pages stable when many cars share a value.
-    return [(path, direction)] if path == "_id" else [(path, direction), ("_id", ASCENDING)]
+    order = queries.SORTS[SORTABLE[query.sort]]
+    if not query.reverse:
+        return order
+    # Reverse the main key only; the _id tie-breaker keeps pages stable either way.
+    (path, direction), *rest = order
+    return [(path, -direction), *rest]
 
 
 def table_rows(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -109,6 +103,18 @@ def table_rows(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+#: The table's columns only (not the reported values, history or positions).
+TABLE_PROJECTION = {
+    "health.status": 1,
+    "health.conditions.name": 1,
+    "anomaly.is_anomaly": 1,
+    "anomaly.score": 1,
+    FIRMWARE: 1,
+    "last_seen": 1,
+    "counters.readings_applied": 1,
+}
 
 
 # --- I/O: each function is one bounded round trip (or a handful) ---
@@ -136,24 +142,22 @@ class FleetSummary:
 
 
 def fleet_summary(twins: Twins, window: timedelta) -> FleetSummary:
-    """Fleet-wide counts, all computed by the server with index-backed counts."""
+    """Fleet-wide counts: each one an index-backed `twin.queries.count_twins`."""
     total = twins.estimated_document_count()
     clock = fleet_clock(twins)
     reporting = (
         twins.count_documents({"last_seen": {"$gte": clock - window}}) if clock is not None else 0
     )
-    versions = [v for v in twins.distinct(FIRMWARE) if v is not None]
+    count = queries.count_twins
     return FleetSummary(
         twins=total,
         reporting=reporting,
-        anomalous=twins.count_documents({"anomaly.is_anomaly": True}),
+        anomalous=count(twins, TwinFilter(anomalous=True)),
         scored=twins.count_documents({"anomaly.is_anomaly": {"$in": [True, False]}}),
-        attention=twins.count_documents({"health.status": "attention"}),
-        conditions={
-            name: twins.count_documents({"health.conditions.name": name})
-            for name in CONDITION_NAMES
-        },
-        firmware={v: twins.count_documents({FIRMWARE: v}) for v in sorted(versions)},
+        # Cars with any condition, through the condition index (not a scan of health.status).
+        attention=twins.count_documents({"health.conditions.name": {"$in": CONDITION_NAMES}}),
+        conditions={name: count(twins, TwinFilter(condition=name)) for name in CONDITION_NAMES},
+        firmware={v: count(twins, TwinFilter(firmware=v)) for v in firmware_versions(twins)},
         clock=clock,
     )
 
@@ -178,10 +182,8 @@ def table_count(twins: Twins, query: TableQuery, clock: datetime | None) -> int:
 
 def table_page(twins: Twins, query: TableQuery, clock: datetime | None) -> list[dict[str, Any]]:
     """The rows of the requested page (only the table's fields are fetched)."""
-    projection = {path: 1 for path in TABLE_FIELDS.values() if path != "health.conditions.name"}
-    projection["health.conditions.name"] = 1
     cursor = (
-        twins.find(table_filter(query, clock), projection)
+        twins.find(table_filter(query, clock), TABLE_PROJECTION)
         .sort(table_sort(query))
         .skip(query.page * query.page_size)
         .limit(query.page_size)
@@ -194,14 +196,16 @@ def firmware_versions(twins: Twins) -> list[Any]:
 
 
 def get_twin(twins: Twins, car_id: str) -> dict[str, Any] | None:
-    return twins.find_one({"_id": car_id})
+    return queries.get_twin(twins, car_id)
 
 
 def similar_ids(twins: Twins, car_id: str, limit: int = 5) -> list[str]:
     """A few existing car ids sharing the typed prefix, to help after a typo."""
     prefix = re.match(r"[A-Za-z_-]*", car_id)
     stem = prefix.group(0) if prefix else ""
-    cursor = twins.find({"_id": {"$regex": "^" + re.escape(stem)}}, {"_id": 1}).limit(limit)
+    cursor = (
+        twins.find({"_id": {"$regex": "^" + re.escape(stem)}}, {"_id": 1}).sort("_id").limit(limit)
+    )
     return [d["_id"] for d in cursor]
 
 
@@ -209,12 +213,8 @@ def leaderboard(
     twins: Twins, limit: int = 25, only_anomalous: bool = False
 ) -> list[dict[str, Any]]:
     """The highest anomaly scores in the fleet, with the sensors that drive them."""
-    where: dict[str, Any] = (
-        {"anomaly.is_anomaly": True} if only_anomalous else {"anomaly.score": {"$ne": None}}
-    )
-    cursor = (
-        twins.find(where, {"anomaly": 1, "health.status": 1, "last_seen": 1})
-        .sort([("anomaly.score", DESCENDING), ("_id", ASCENDING)])
-        .limit(limit)
-    )
+    if only_anomalous:
+        return queries.top_anomalous(twins, limit)
+    where = {"anomaly.score": {"$ne": None}}
+    cursor = twins.find(where, queries.SUMMARY).sort(queries.SORTS["anomaly"]).limit(limit)
     return list(cursor)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -10,7 +11,9 @@ from streamlit.testing.v1 import AppTest
 
 from fleet import clients
 from fleet.settings import Settings
-from tests.ui.fleetdata import simulated_twins
+from fleet.waiting import wait_for
+from tests.twin.kafka_helpers import events_applied, produce, running_projector, twins_collection
+from tests.ui.fleetdata import simulated_events
 from ui.context import SETTINGS_KEY
 
 APP = "ui/app.py"
@@ -43,12 +46,46 @@ def render_with(settings: Settings) -> Render:
     return render
 
 
-@pytest.fixture
-def fleet(fresh_settings: Settings) -> tuple[Settings, list[dict[str, Any]]]:
-    """60 simulated cars (45 scored) in this test's own twins collection."""
-    twins = simulated_twins(cars=60, steps=8, failure_rate=0.6, scored=45)
-    clients.mongo_database(fresh_settings)[fresh_settings.twin.collection].insert_many(twins)
-    return fresh_settings, twins
+def isolated(settings: Settings) -> Settings:
+    """The stack's settings with their own topics, database and groups (as `fresh_settings`)."""
+    from fleet.topics import create_topics, topic_specs
+
+    suffix = uuid.uuid4().hex[:8]
+    topics = settings.topics.model_copy(
+        update={
+            name: f"{getattr(settings.topics, name)}.{suffix}"
+            for name in ("telemetry", "anomalies", "dead_letters", "models")
+        }
+    )
+    groups = settings.groups.model_copy(
+        update={name: f"{value}-{suffix}" for name, value in settings.groups.model_dump().items()}
+    )
+    mongodb = settings.mongodb.model_copy(update={"database": f"fleet_ui_{suffix}"})
+    own = settings.model_copy(update={"topics": topics, "groups": groups, "mongodb": mongodb})
+    create_topics(clients.kafka_admin(own), topic_specs(own))
+    return own
+
+
+SILENT = ("car1", "car2", "car3")
+
+
+@pytest.fixture(scope="module")
+def fleet(stack_env: dict[str, str]) -> tuple[Settings, list[dict[str, Any]]]:
+    """60 simulated cars (45 scored, 3 silent after two readings) projected into twins by the
+    real twin projector from Kafka; shared by a module's tests, which only read it."""
+    settings = isolated(Settings())
+    readings, scores = simulated_events(
+        cars=60, steps=8, failure_rate=0.6, scored=45, silent=SILENT, interval_ms=120_000
+    )
+    produce(settings, readings)
+    produce(settings, scores)
+    with running_projector(settings):
+        wait_for(
+            lambda: events_applied(settings) == len(readings) + len(scores),
+            timeout=120,
+            what="the projector to apply every event",
+        )
+    return settings, list(twins_collection(settings).find())
 
 
 @pytest.fixture

@@ -37,26 +37,49 @@ def score_for(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def simulated_twins(
-    cars: int = 40, steps: int = 8, seed: int = 11, failure_rate: float = 3.0, scored: int = -1
-) -> list[dict[str, Any]]:
-    """Fold ``steps`` readings per car (and a score for the first ``scored`` cars; -1 = all)."""
+def simulated_events(
+    cars: int = 40,
+    *,
+    steps: int = 8,
+    seed: int = 11,
+    failure_rate: float = 3.0,
+    scored: int = -1,
+    silent: tuple[str, ...] = (),
+    interval_ms: int = 10_000,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(readings, scores): ``steps`` readings per car, except that ``silent`` cars stop after
+    two; one score for the newest reading of each of the first ``scored`` cars (-1 = all)."""
     simulator = FleetSimulator(
-        SimulationConfig(cars=cars, seed=seed, failure_rate=failure_rate, interval_ms=10_000)
+        SimulationConfig(cars=cars, seed=seed, failure_rate=failure_rate, interval_ms=interval_ms)
     )
-    per_car: dict[str, list[Envelope]] = {car: [] for car in simulator.car_ids}
+    readings: list[dict[str, Any]] = []
     last: dict[str, dict[str, Any]] = {}
-    offset = 0
     for batch in simulator.run(steps):
         for record in batch.records():
-            per_car[record["car_id"]].append(Envelope("telemetry", 0, offset, "telemetry", record))
+            if record["car_id"] in silent and record["seq"] >= 2:
+                continue
+            readings.append(record)
             last[record["car_id"]] = record
-            offset += 1
+    chosen = simulator.car_ids if scored < 0 else simulator.car_ids[:scored]
+    return readings, [score_for(last[car]) for car in chosen]
+
+
+def simulated_twins(
+    cars: int = 40, *, steps: int = 8, seed: int = 11, failure_rate: float = 3.0, scored: int = -1
+) -> list[dict[str, Any]]:
+    """The twins the projector would build from ``simulated_events`` (folded in memory)."""
+    readings, scores = simulated_events(
+        cars, steps=steps, seed=seed, failure_rate=failure_rate, scored=scored
+    )
+    per_car: dict[str, list[Envelope]] = {}
+    for offset, record in enumerate(readings):
+        per_car.setdefault(record["car_id"], []).append(
+            Envelope("telemetry", 0, offset, "telemetry", record)
+        )
+    for offset, record in enumerate(scores):
+        per_car[record["car_id"]].append(Envelope("anomalies", 0, offset, "anomaly", record))
     twins = []
-    for i, car in enumerate(simulator.car_ids):
-        events = per_car[car]
-        if scored < 0 or i < scored:
-            events.append(Envelope("anomalies", 0, i, "anomaly", score_for(last[car])))
+    for car, events in per_car.items():
         result = fold(None, car, events)
         assert result.twin is not None
         twins.append(result.twin)

@@ -14,7 +14,7 @@ from ui import cached, context
 from ui.twin_reads import SORTABLE, TableQuery
 from ui.widgets import condition_label, fmt_int, open_car
 
-ANOMALY = {"any": "any", "anomalous": "anomalous", "normal": "normal", "not scored": "unscored"}
+ANY = "any"
 LAST_SEEN: dict[str, tuple[timedelta | None, timedelta | None]] = {
     "any time": (None, None),
     "within 1 min": (timedelta(minutes=1), None),
@@ -34,36 +34,35 @@ except context.Unavailable as exc:
     context.show_unavailable(exc)
     st.stop()
 
-top = st.columns([2, 3, 1.3, 1.3, 1.5])
+top = st.columns([2, 2, 1.3, 1.3, 1.5])
 search = top[0].text_input("Car id starts with", key="table.search", placeholder="car12")
-conditions = top[1].multiselect(
+condition = top[1].selectbox(
     "Health condition",
-    CONDITION_NAMES,
-    format_func=condition_label,
-    key="table.conditions",
-    placeholder="any",
+    [ANY, *CONDITION_NAMES],
+    format_func=lambda c: c if c == ANY else condition_label(c),
+    key="table.condition",
 )
-anomaly = top[2].selectbox("Anomaly", list(ANOMALY), key="table.anomaly")
-firmware = top[3].multiselect("Firmware", firmware_choices, key="table.firmware", placeholder="any")
+anomaly = top[2].selectbox("Anomaly", ["any", "anomalous", "not anomalous"], key="table.anomaly")
+firmware = top[3].selectbox("Firmware", [ANY, *firmware_choices], key="table.firmware")
 last_seen = top[4].selectbox(
     "Last seen",
     list(LAST_SEEN),
     key="table.last_seen",
     help="Measured from the fleet's newest reading (event time)",
 )
-sort_cols = st.columns([2, 1.2, 4, 1.5])
+sort_cols = st.columns([2.5, 1.2, 4, 1.5])
 sort = sort_cols[0].selectbox("Sort by", list(SORTABLE), key="table.sort")
-descending = sort_cols[1].toggle("Descending", key="table.desc", value=False)
+reverse = sort_cols[1].toggle("Reverse", key="table.reverse", value=False)
 
 base = TableQuery(
     search=search,
-    conditions=tuple(conditions),
-    anomaly=ANOMALY[anomaly],  # type: ignore[arg-type]
-    firmware=tuple(firmware),
+    condition=None if condition == ANY else condition,
+    anomaly=anomaly,  # type: ignore[arg-type]
+    firmware=None if firmware == ANY else int(firmware),
     seen_within=LAST_SEEN[last_seen][0],
     silent_for=LAST_SEEN[last_seen][1],
     sort=sort,
-    descending=descending,
+    reverse=reverse,
     page_size=PAGE_SIZE,
 )
 # A new filter starts again at the first page.
