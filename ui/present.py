@@ -124,12 +124,18 @@ def driving_sensor_counts(leaders: list[dict[str, Any]]) -> pd.DataFrame:
 def onset_series(onsets: list[datetime], buckets: int = 40) -> pd.DataFrame:
     """Cumulative count of currently anomalous cars by when they turned anomalous."""
     if not onsets:
-        return pd.DataFrame(columns=["time", "anomalous cars"])
+        return pd.DataFrame(columns=["time", "new", "anomalous cars"])
     times = pd.Series(pd.to_datetime(onsets, utc=True)).sort_values()
     span = (times.iloc[-1] - times.iloc[0]) or pd.Timedelta(seconds=1)
     freq = _nice_frequency(span / buckets)
     counts = times.dt.floor(freq).value_counts().sort_index()
-    return pd.DataFrame({"time": counts.index, "anomalous cars": counts.cumsum().to_numpy()})
+    return pd.DataFrame(
+        {
+            "time": counts.index,
+            "new": counts.to_numpy(),
+            "anomalous cars": counts.cumsum().to_numpy(),
+        }
+    )
 
 
 def _nice_frequency(step: timedelta) -> str:

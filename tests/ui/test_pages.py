@@ -107,11 +107,10 @@ def test_car_detail(fleet: Fleet, render: Render) -> None:
     at = render("car", {"car": twin["_id"]})
     shown = metrics(at)
     assert shown["Health"] == twin["health"]["status"]
-    assert shown["Anomaly verdict"] == "ANOMALOUS"
-    assert shown["Score / threshold"] == (
-        f"{twin['anomaly']['score']:.3f} / {twin['anomaly']['threshold']:.3f}"
-    )
-    assert shown["Readings applied"] == str(twin["counters"]["readings_applied"])
+    assert shown["Verdict"] == "anomalous"
+    assert shown["Anomaly score"] == f"{twin['anomaly']['score']:.3f}"
+    assert shown["Threshold"] == f"{twin['anomaly']['threshold']:.3f}"
+    assert shown["Readings"] == str(twin["counters"]["readings_applied"])
     reported = at.dataframe[0].value
     assert list(reported["sensor"]) == list(SENSORS)
     assert dict(zip(reported["sensor"], reported["unit"], strict=True)) == UNITS

@@ -50,18 +50,21 @@ cols = st.columns(5)
 status = health.get("status", "unknown")
 cols[0].metric("Health", status, help="`attention` when at least one condition holds")
 if anomaly:
-    verdict = "ANOMALOUS" if anomaly.get("is_anomaly") else "normal"
-    cols[1].metric(
-        "Anomaly verdict",
-        verdict,
-        help=f"model {anomaly.get('model_name')} v{anomaly.get('model_version')}",
-    )
-    cols[2].metric("Score / threshold", f"{anomaly['score']:.3f} / {anomaly['threshold']:.3f}")
+    model = f"model {anomaly.get('model_name')} v{anomaly.get('model_version')}"
+    cols[1].metric("Verdict", "anomalous" if anomaly.get("is_anomaly") else "normal", help=model)
+    cols[2].metric("Anomaly score", f"{anomaly['score']:.3f}", help=model)
+    cols[3].metric("Threshold", f"{anomaly['threshold']:.3f}", help=model)
 else:
-    cols[1].metric("Anomaly verdict", "not scored")
-    cols[2].metric("Score / threshold", "—")
-cols[3].metric("Last seen", present.stamp(clock)[:19])
-cols[4].metric("Readings applied", fmt_int(counters.get("readings_applied")))
+    cols[1].metric("Verdict", "not scored")
+    cols[2].metric("Anomaly score", "—")
+    cols[3].metric("Threshold", "—")
+cols[4].metric("Readings", fmt_int(counters.get("readings_applied")))
+st.caption(
+    f"Last seen {present.stamp(clock)} · first seen {present.stamp(twin.get('first_seen'))} · "
+    f"revision {fmt_int(twin.get('revision'))} · late readings skipped "
+    f"{fmt_int(counters.get('late_skipped'))} · duplicates skipped "
+    f"{fmt_int(counters.get('duplicates_skipped'))}"
+)
 
 if anomaly and anomaly.get("is_anomaly"):
     st.error(

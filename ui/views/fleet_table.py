@@ -102,7 +102,11 @@ event = st.dataframe(
     on_select="rerun",
     selection_mode="single-row",
     key="table.grid",
+    height=min(38 + 35 * len(frame), 640),
     column_config={
+        "car": st.column_config.TextColumn("car", width="small"),
+        "health": st.column_config.TextColumn("health", width="small"),
+        "conditions": st.column_config.TextColumn("conditions", width="large"),
         "anomalous": st.column_config.CheckboxColumn("anomalous"),
         "score": st.column_config.NumberColumn("score", format="%.3f"),
         "last seen": st.column_config.DatetimeColumn("last seen", format="YYYY-MM-DD HH:mm:ss"),

@@ -42,7 +42,7 @@ def overview() -> None:
         )
         return
 
-    cols = st.columns(5)
+    cols = st.columns(4)
     cols[0].metric("Cars", fmt_int(summary.twins))
     cols[1].metric(
         f"Reporting ({window})",
@@ -55,10 +55,9 @@ def overview() -> None:
         help=f"{fmt_int(summary.scored)} cars have an anomaly score",
     )
     cols[3].metric("Need attention", fmt_int(summary.attention), help="At least one condition")
-    cols[4].metric("Newest reading", present.stamp(summary.clock)[:19].replace("T", " "))
 
     stream = streams.telemetry(context.settings())
-    cols = st.columns(5)
+    cols = st.columns(4)
     if stream.error:
         cols[0].metric("Events in Kafka", "—")
         st.caption(f":material/cloud_off: {stream.error}")
@@ -87,8 +86,8 @@ def overview() -> None:
             alt.Chart(conditions)
             .mark_bar(cornerRadiusEnd=3)
             .encode(
-                x=alt.X("cars:Q", title="cars"),
-                y=alt.Y("condition:N", sort="-x", title=None),
+                x=alt.X("cars:Q", title="cars", axis=alt.Axis(tickMinStep=1, format="d")),
+                y=alt.Y("condition:N", sort="-x", title=None, axis=alt.Axis(labelLimit=220)),
                 tooltip=["condition", "cars"],
             )
             .properties(height=200),
@@ -114,19 +113,27 @@ def overview() -> None:
     if series.empty:
         st.caption("No car is anomalous now (or no model has scored the fleet yet).")
     else:
+        base = alt.Chart(series).encode(x=alt.X("time:T", title="event time (UTC)"))
         st.altair_chart(
-            alt.Chart(series)
-            .mark_area(line=True, opacity=0.3, interpolate="step-after")
-            .encode(
-                x=alt.X("time:T", title="event time (UTC)"),
-                y=alt.Y("anomalous cars:Q"),
-                tooltip=["time:T", "anomalous cars:Q"],
-            )
-            .properties(height=220),
+            alt.layer(
+                base.mark_bar(opacity=0.45, size=14).encode(
+                    y=alt.Y("new:Q", title="cars", axis=alt.Axis(tickMinStep=1, format="d")),
+                    tooltip=["time:T", "new:Q", "anomalous cars:Q"],
+                ),
+                base.mark_line(point=True, interpolate="step-after", color="#d62728").encode(
+                    y="anomalous cars:Q", tooltip=["time:T", "new:Q", "anomalous cars:Q"]
+                ),
+            ).properties(height=220),
             width="stretch",
         )
-        st.caption("Cars anomalous now, by when each turned anomalous (cumulative).")
-    st.caption(f"Refreshed {time.strftime('%H:%M:%S')} · auto-refresh {refresh}")
+        st.caption(
+            "Bars: cars that turned anomalous in each interval; line: cars anomalous now, "
+            "cumulated by when each turned anomalous."
+        )
+    st.caption(
+        f"Fleet clock (newest reading): {present.stamp(summary.clock)} · "
+        f"refreshed {time.strftime('%H:%M:%S')} · auto-refresh {refresh}"
+    )
 
 
 overview()
