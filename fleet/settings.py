@@ -121,6 +121,21 @@ class LakeSettings(BaseModel):
     """The lake archiver and batch reads."""
 
     metrics_port: int = 0
+    datasets: list[str] = Field(
+        default_factory=lambda: ["telemetry", "anomalies"],
+        description="topics to archive: telemetry, anomalies",
+    )
+    max_records: int = Field(100_000, description="rotate a segment after this many records")
+    max_bytes: int = Field(32 * 1024 * 1024, description="...or this many Avro bytes (buffer cap)")
+    window_seconds: int = Field(3600, description="...or when event time enters a newer window")
+    grace_seconds: int = Field(0, description="event-time windows start this late")
+    flush_seconds: float = Field(
+        60.0, description="flush a segment this old once caught up with the end of the log"
+    )
+    batch_size: int = 10_000
+    upload_threads: int = 8
+    retry_max_seconds: float = Field(30.0, description="longest back-off between upload retries")
+    read_threads: int = 8
 
 
 class MlSettings(BaseModel):

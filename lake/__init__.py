@@ -1,0 +1,1 @@
+"""The GCS data lake: an exactly-once Avro archiver of Kafka topics, and batch reads of it."""
