@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from fleet import clients
 from fleet.contract import SENSORS, UNITS
 from fleet.settings import Settings
 from tests.conftest import free_port
-from tests.ui.conftest import SILENT, Render, render_with
+from tests.ui.conftest import SILENT, Render, fleet_events, render_with
 from twin.health import CONDITION_NAMES
 
 pytestmark = pytest.mark.integration
@@ -171,3 +172,47 @@ def test_mongo_down(settings: Settings) -> None:
         at = render(page, query)
         assert at.error, page
         assert "MongoDB is not reachable" in at.error[0].value, page
+
+
+def test_lake(fleet: Fleet, render: Render) -> None:
+    readings, scores = fleet_events()
+    at = render("lake")
+    shown = metrics(at)
+    assert shown["Events archived"] == f"{len(readings):,}"
+    assert shown["Events in range"] == f"{len(readings):,}"
+    assert shown["Cars in range"] == "60"
+    incidence = next(d.value for d in at.dataframe if "mode" in d.value.columns)
+    events = dict(zip(incidence["mode"], incidence["events"], strict=True))
+    assert events["any"] == sum(1 for r in readings if r["failure_occurred"])
+    for mode in ("firmware", "tire_pressure_1_1", "drive_shaft"):
+        assert events[mode] == sum(1 for r in readings if mode in r["failure_modes"]), mode
+
+    at.text_input(key="lake.cars.telemetry").set_value("car5, car6")
+    at.button[0].click().run()
+    assert not at.exception
+    wanted = sum(1 for r in readings if r["car_id"] in {"car5", "car6"})
+    assert f"{wanted} events from" in texts(at)
+    result = at.dataframe[-1].value
+    assert set(result["car_id"]) == {"car5", "car6"}
+    assert len(result) == wanted
+
+    at.segmented_control(key="lake.dataset").set_value("anomalies").run()
+    assert metrics(at)["Events archived"] == str(len(scores))
+
+
+def test_lake_empty_and_away(fresh_settings: Settings) -> None:
+    bucket = f"empty-{fresh_settings.mongodb.database}".replace("_", "-")
+    clients.gcs_client(fresh_settings).create_bucket(bucket)
+    empty = fresh_settings.model_copy(
+        update={"gcs": fresh_settings.gcs.model_copy(update={"bucket": bucket})}
+    )
+    assert "The lake has no telemetry yet" in texts(render_with(empty)("lake"))
+    away = fresh_settings.model_copy(
+        update={
+            "gcs": fresh_settings.gcs.model_copy(
+                update={"endpoint": f"http://127.0.0.1:{free_port()}"}
+            )
+        }
+    )
+    at = render_with(away)("lake")
+    assert "is not readable at" in at.error[0].value
