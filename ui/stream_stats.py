@@ -7,12 +7,14 @@ joins a group or commits: a consumer that never subscribes only asks the broker 
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from fleet import clients
+from fleet.avro import telemetry_codec
 from fleet.settings import Settings
 
 TIMEOUT_S = 3.0
@@ -24,6 +26,7 @@ class TopicStats:
     events: int  # events currently held (high - low watermarks)
     end_offsets: int  # sum of high watermarks: grows by one per event ever written
     lag: int | None  # events the group has not committed yet; None if it never committed
+    newest_ms: int | None = None  # event time of the newest decodable event on the topic
 
 
 def topic_stats(settings: Settings, topic: str, group: str) -> TopicStats:
@@ -44,13 +47,41 @@ def topic_stats(settings: Settings, topic: str, group: str) -> TopicStats:
         }
         events = sum(high - low for low, high in marks.values())
         end = sum(high for _low, high in marks.values())
+        newest = newest_event_time(probe, topic, marks)
     finally:
         probe.close()
     try:
         lag = group_lag(settings, topic, group, marks)
     except KafkaException:  # e.g. the group coordinator is still loading: lag unknown
         lag = None
-    return TopicStats(topic, events, end, lag)
+    return TopicStats(topic, events, end, lag, newest)
+
+
+def newest_event_time(
+    consumer: Consumer, topic: str, marks: dict[int, tuple[int, int]]
+) -> int | None:
+    """The largest event time among the last event of each partition (one fetch each): the
+    fleet's clock, without scanning the twins. Events that do not decode are skipped."""
+    last = [TopicPartition(topic, p, high - 1) for p, (low, high) in marks.items() if high > low]
+    if not last:
+        return None
+    consumer.assign(last)
+    codec = telemetry_codec()
+    newest: int | None = None
+    pending = {tp.partition for tp in last}
+    deadline = time.monotonic() + TIMEOUT_S
+    while pending and time.monotonic() < deadline:
+        for message in consumer.consume(len(pending), timeout=0.5):
+            if message.error() is not None:
+                continue
+            pending.discard(message.partition())
+            value = message.value()
+            try:
+                event_time = int(codec.decode(value or b"")["event_time"])
+            except Exception:  # not a telemetry event: it says nothing about time
+                continue
+            newest = event_time if newest is None else max(newest, event_time)
+    return newest
 
 
 def group_lag(

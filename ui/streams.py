@@ -20,6 +20,7 @@ class Telemetry:
     end_offsets: int = 0
     lag: int | None = None
     anomaly_events: int | None = None
+    newest_ms: int | None = None
     error: str | None = None
 
 
@@ -38,7 +39,7 @@ def _telemetry(bootstrap: str, topic: str, group: str, anomalies: str, _s: Setti
         scores: int | None = stream_stats.topic_stats(_s, anomalies, group).events
     except Exception:
         scores = None
-    return Telemetry(stats.events, stats.end_offsets, stats.lag, scores)
+    return Telemetry(stats.events, stats.end_offsets, stats.lag, scores, stats.newest_ms)
 
 
 def telemetry(settings: Settings) -> Telemetry:

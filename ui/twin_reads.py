@@ -121,8 +121,8 @@ TABLE_PROJECTION = {
 
 
 def fleet_clock(twins: Twins) -> datetime | None:
-    """Event time of the newest reading in the fleet (reporting windows are measured from it,
-    so a replayed or time-lapsed fleet reads the same as a live one)."""
+    """Event time of the newest reading on any twin. Used when Kafka cannot tell (see
+    `ui.cached.fleet_clock`): a server without limit push-down reads every twin for it."""
     doc = twins.find_one(
         {"last_seen": {"$ne": None}}, {"last_seen": 1}, sort=[("last_seen", DESCENDING)]
     )
@@ -132,32 +132,27 @@ def fleet_clock(twins: Twins) -> datetime | None:
 @dataclass(frozen=True)
 class FleetSummary:
     twins: int
-    reporting: int  # seen within the reporting window before the fleet clock
+    reporting: int  # seen within the reporting window before the clock
     anomalous: int
-    scored: int
     attention: int  # at least one health condition
     conditions: dict[str, int]  # cars per health condition name
-    firmware: dict[Any, int]  # cars per reported firmware version
     clock: datetime | None
 
 
-def fleet_summary(twins: Twins, window: timedelta) -> FleetSummary:
-    """Fleet-wide counts: each one an index-backed `twin.queries.count_twins`."""
+def fleet_summary(twins: Twins, window: timedelta, clock: datetime | None) -> FleetSummary:
+    """Fleet-wide counts. Each count matches the few cars it counts (the anomalous, the silent,
+    those with a condition) through an index, never the whole fleet: "reporting" is the total
+    minus the silent cars."""
     total = twins.estimated_document_count()
-    clock = fleet_clock(twins)
-    reporting = (
-        twins.count_documents({"last_seen": {"$gte": clock - window}}) if clock is not None else 0
-    )
     count = queries.count_twins
+    silent = count(twins, TwinFilter(not_seen_since=clock - window)) if clock else total
     return FleetSummary(
         twins=total,
-        reporting=reporting,
+        reporting=max(0, total - silent),
         anomalous=count(twins, TwinFilter(anomalous=True)),
-        scored=twins.count_documents({"anomaly.is_anomaly": {"$in": [True, False]}}),
         # Cars with any condition, through the condition index (not a scan of health.status).
         attention=twins.count_documents({"health.conditions.name": {"$in": CONDITION_NAMES}}),
         conditions={name: count(twins, TwinFilter(condition=name)) for name in CONDITION_NAMES},
-        firmware={v: count(twins, TwinFilter(firmware=v)) for v in firmware_versions(twins)},
         clock=clock,
     )
 
@@ -189,10 +184,6 @@ def table_page(twins: Twins, query: TableQuery, clock: datetime | None) -> list[
         .limit(query.page_size)
     )
     return table_rows(list(cursor))
-
-
-def firmware_versions(twins: Twins) -> list[Any]:
-    return sorted(v for v in twins.distinct(FIRMWARE) if v is not None)
 
 
 def get_twin(twins: Twins, car_id: str) -> dict[str, Any] | None:

@@ -93,10 +93,11 @@ def fleet_events() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def fleet(stack_env: dict[str, str]) -> tuple[Settings, list[dict[str, Any]]]:
     """60 simulated cars (45 scored, 3 silent after two readings) projected into twins by the
-    real twin projector from Kafka; shared by a module's tests, which only read it."""
+    real twin projector from Kafka (and archived by the real lake archiver); shared by the
+    session's UI tests, which only read it."""
     settings = isolated(Settings())
     readings, scores = fleet_events()
     produce(settings, readings)

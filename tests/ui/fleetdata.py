@@ -46,11 +46,18 @@ def simulated_events(
     scored: int = -1,
     silent: tuple[str, ...] = (),
     interval_ms: int = 10_000,
+    first_car: int = 1,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(readings, scores): ``steps`` readings per car, except that ``silent`` cars stop after
     two; one score for the newest reading of each of the first ``scored`` cars (-1 = all)."""
     simulator = FleetSimulator(
-        SimulationConfig(cars=cars, seed=seed, failure_rate=failure_rate, interval_ms=interval_ms)
+        SimulationConfig(
+            cars=cars,
+            seed=seed,
+            failure_rate=failure_rate,
+            interval_ms=interval_ms,
+            first_car=first_car,
+        )
     )
     readings: list[dict[str, Any]] = []
     last: dict[str, dict[str, Any]] = {}
@@ -65,11 +72,22 @@ def simulated_events(
 
 
 def simulated_twins(
-    cars: int = 40, *, steps: int = 8, seed: int = 11, failure_rate: float = 3.0, scored: int = -1
+    cars: int = 40,
+    *,
+    steps: int = 8,
+    seed: int = 11,
+    failure_rate: float = 3.0,
+    scored: int = -1,
+    first_car: int = 1,
 ) -> list[dict[str, Any]]:
     """The twins the projector would build from ``simulated_events`` (folded in memory)."""
     readings, scores = simulated_events(
-        cars, steps=steps, seed=seed, failure_rate=failure_rate, scored=scored
+        cars,
+        steps=steps,
+        seed=seed,
+        failure_rate=failure_rate,
+        scored=scored,
+        first_car=first_car,
     )
     per_car: dict[str, list[Envelope]] = {}
     for offset, record in enumerate(readings):

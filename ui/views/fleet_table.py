@@ -28,11 +28,11 @@ PAGE_SIZE = 50
 
 st.title("Fleet table")
 k = cached.key()
-try:
-    firmware_choices = cached.firmware_versions(k)
-except context.Unavailable as exc:
-    context.show_unavailable(exc)
-    st.stop()
+clock = (
+    cached.fleet_clock(k)
+    if st.session_state.get("table.last_seen", "any time") != ("any time")
+    else None
+)
 
 top = st.columns([2, 2, 1.3, 1.3, 1.5])
 search = top[0].text_input("Car id starts with", key="table.search", placeholder="car12")
@@ -43,7 +43,7 @@ condition = top[1].selectbox(
     key="table.condition",
 )
 anomaly = top[2].selectbox("Anomaly", ["any", "anomalous", "not anomalous"], key="table.anomaly")
-firmware = top[3].selectbox("Firmware", [ANY, *firmware_choices], key="table.firmware")
+firmware = top[3].text_input("Firmware version", key="table.firmware", placeholder="any")
 last_seen = top[4].selectbox(
     "Last seen",
     list(LAST_SEEN),
@@ -58,7 +58,7 @@ base = TableQuery(
     search=search,
     condition=None if condition == ANY else condition,
     anomaly=anomaly,  # type: ignore[arg-type]
-    firmware=None if firmware == ANY else int(firmware),
+    firmware=int(firmware) if firmware.strip().isdigit() else None,
     seen_within=LAST_SEEN[last_seen][0],
     silent_for=LAST_SEEN[last_seen][1],
     sort=sort,
@@ -70,7 +70,7 @@ if st.session_state.get("table.last_query") != base:
     st.session_state["table.last_query"] = base
     st.session_state["table.page"] = 1
 try:
-    total = cached.table_count(k, base)
+    total = cached.table_count(k, base, clock)
 except context.Unavailable as exc:
     context.show_unavailable(exc)
     st.stop()
@@ -80,7 +80,7 @@ page = sort_cols[3].number_input(
 )
 query = dataclasses.replace(base, page=int(page) - 1)
 try:
-    rows = cached.table_page(k, query)
+    rows = cached.table_page(k, query, clock)
 except context.Unavailable as exc:
     context.show_unavailable(exc)
     st.stop()

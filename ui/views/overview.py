@@ -30,7 +30,8 @@ with st.sidebar:
 @st.fragment(run_every=REFRESH[refresh])
 def overview() -> None:
     try:
-        summary = cached.summary(cached.key(), float(WINDOWS[window]))
+        k = cached.key()
+        summary = cached.summary(k, float(WINDOWS[window]), cached.fleet_clock(k))
     except context.Unavailable as exc:
         context.show_unavailable(exc)
         return
@@ -49,11 +50,7 @@ def overview() -> None:
         fmt_int(summary.reporting),
         help="Cars whose newest reading is within the reporting window",
     )
-    cols[2].metric(
-        "Anomalous now",
-        fmt_int(summary.anomalous),
-        help=f"{fmt_int(summary.scored)} cars have an anomaly score",
-    )
+    cols[2].metric("Anomalous now", fmt_int(summary.anomalous), help="By the live model")
     cols[3].metric("Need attention", fmt_int(summary.attention), help="At least one condition")
 
     stream = streams.telemetry(context.settings())
@@ -74,14 +71,14 @@ def overview() -> None:
             cols[3].metric("Scores in Kafka", fmt_int(stream.anomaly_events))
 
     left, right = st.columns([3, 2])
+    conditions = pd.DataFrame(
+        {
+            "condition": [condition_label(n) for n in summary.conditions],
+            "cars": list(summary.conditions.values()),
+        }
+    )
     with left:
         st.subheader("Health conditions")
-        conditions = pd.DataFrame(
-            {
-                "condition": [condition_label(n) for n in summary.conditions],
-                "cars": list(summary.conditions.values()),
-            }
-        )
         st.altair_chart(
             alt.Chart(conditions)
             .mark_bar(cornerRadiusEnd=3)
@@ -94,14 +91,7 @@ def overview() -> None:
             width="stretch",
         )
     with right:
-        st.subheader("Firmware")
-        st.dataframe(
-            pd.DataFrame(
-                {"firmware": [str(v) for v in summary.firmware], "cars": summary.firmware.values()}
-            ),
-            hide_index=True,
-            width="stretch",
-        )
+        st.subheader("Cars per condition")
         st.dataframe(conditions, hide_index=True, width="stretch")
 
     st.subheader("Anomalies over time")
