@@ -142,6 +142,14 @@ class MlSettings(BaseModel):
     """Training, the model registry and live scoring."""
 
     metrics_port: int = 0
+    registry_prefix: str = Field("models", description="models/<name>/<version>/ in the bucket")
+    model_name: str = Field("fleet-autoencoder", description="the model the scorer follows")
+    batch_size: int = Field(5000, description="readings the scorer polls and scores at once")
+    poll_timeout: float = 0.5  # seconds the scorer waits for a batch to fill
+    top_sensors: int = 3  # contributing sensors named in each anomaly event
+    stream_timeout_ms: int = Field(
+        10_000, description="training read from Kafka ends after this long without messages"
+    )
 
 
 class UiSettings(BaseModel):

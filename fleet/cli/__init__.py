@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from fleet.cli.context import CliError, load_settings
 from fleet.cli.lake import lake_app
+from fleet.cli.ml import ml_app
 from fleet.cli.stack import stack_app
 from fleet.cli.topics import config_app, topics_app
 from fleet.cli.twin import twin_app
@@ -32,6 +33,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(ui_app, name="ui")
 app.add_typer(twin_app, name="twin")
 app.add_typer(lake_app, name="lake")
+app.add_typer(ml_app, name="ml")
 
 
 @app.callback()

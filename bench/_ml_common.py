@@ -1,0 +1,79 @@
+"""Shared by the ML benchmarks: a stack of their own (or the running one), results files."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from fleet import clients
+from fleet.settings import Settings
+from fleet.stack import Stack
+from fleet.topics import create_topics, topic_specs
+
+RESULTS = Path(__file__).parent / "results"
+CAVEAT = (
+    "2 shared cores, other helpers' stacks and test suites running at the same time: "
+    "indicative figures only"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def stack(services: tuple[str, ...] = ("kafka", "gcs")) -> Iterator[Settings]:
+    """Settings of a running stack (``FLEET_KAFKA_PORT`` etc. set: use it), else start one on
+    free ports in a temporary folder and stop it afterwards. Topics get a unique suffix."""
+    started = None
+    if "FLEET_KAFKA_PORT" not in os.environ and "FLEET_KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
+        home = Path(tempfile.mkdtemp(prefix="fleet-bench-"))
+        os.environ.update(
+            {
+                "FLEET_STACK_HOME": str(home),
+                "FLEET_KAFKA_PORT": str(free_port()),
+                "FLEET_KAFKA_CONTROLLER_PORT": str(free_port()),
+                "FLEET_MONGODB_PORT": str(free_port()),
+                "FLEET_MQTT_PORT": str(free_port()),
+                "FLEET_GCS_PORT": str(free_port()),
+            }
+        )
+        started = Stack(Settings(), only=services)
+        started.up()
+    try:
+        base = Settings()
+        suffix = uuid.uuid4().hex[:8]
+        topics = base.topics.model_copy(
+            update={
+                n: f"{getattr(base.topics, n)}.bench{suffix}"
+                for n in ("telemetry", "anomalies", "dead_letters", "models")
+            }
+        )
+        groups = base.groups.model_copy(update={"scorer": f"bench-scorer-{suffix}"})
+        ml = base.ml.model_copy(update={"registry_prefix": f"bench-models-{suffix}"})
+        settings = base.model_copy(update={"topics": topics, "groups": groups, "ml": ml})
+        create_topics(clients.kafka_admin(settings), topic_specs(settings))
+        yield settings
+    finally:
+        if started is not None:
+            started.down()
+
+
+def write_results(section: str, figures: dict[str, Any]) -> Path:
+    """Merge ``figures`` under ``section`` into bench/results/ml.json."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / "ml.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data["caveat"] = CAVEAT
+    data[section] = figures
+    path.write_text(json.dumps(data, indent=1, default=float) + "\n")
+    return path
