@@ -61,7 +61,7 @@ def _lake() -> Lake:
     return Lake(context.settings())
 
 
-def _probe(endpoint: str) -> None:
+def probe(endpoint: str) -> None:
     """Fail fast when nothing answers at the endpoint: the storage client would retry for
     minutes before giving up, and a page must not hang that long."""
     url = urlsplit(endpoint)
@@ -73,7 +73,7 @@ def _probe(endpoint: str) -> None:
 @st.cache_data(ttl=30, show_spinner=False)
 def inventory(k: LakeKey, dataset: str) -> Inventory:
     with gcs_errors():
-        _probe(k[0])
+        probe(k[0])
         objects = _lake().objects(dataset)
     times = [t for o in objects for t in (o.min_time, o.max_time) if t is not None]
     return Inventory(

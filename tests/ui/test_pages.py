@@ -3,10 +3,13 @@ server, asserting on the numbers it shows."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
+import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from fleet import clients
@@ -218,3 +221,61 @@ def test_lake_empty_and_away(fresh_settings: Settings) -> None:
     )
     at = render_with(away)("lake")
     assert "is not readable at" in at.error[0].value
+
+
+def model_card(version: str, auc: float) -> dict[str, Any]:
+    """A `model.json` of the registry's documented shape (what `fleet ml train` uploads)."""
+    return {
+        "threshold": 0.5,
+        "features": ["coolant_temp", "speed"],
+        "code_version": "test",
+        "training": {"readings": 1000},
+        "evaluation": {
+            "autoencoder": {
+                "roc_auc": auc,
+                "threshold": 0.5,
+                "false_alarm_target": 0.01,
+                "at_threshold": {"precision": 0.9, "recall": 0.8, "f1": 0.85},
+                "roc": [[0.0, 0.1, 1.0], [0.0, 0.7, 1.0]],
+                "recall_per_mode_at_false_alarm_target": {"coolant": 0.95, "firmware": 0.4},
+            }
+        },
+    }
+
+
+def test_models(fresh_settings: Settings, tmp_path: Path) -> None:
+    from ml import registry
+
+    bucket = f"models-{fresh_settings.mongodb.database}".replace("_", "-")
+    clients.gcs_client(fresh_settings).create_bucket(bucket)
+    settings = fresh_settings.model_copy(
+        update={"gcs": fresh_settings.gcs.model_copy(update={"bucket": bucket})}
+    )
+    render = render_with(settings)
+    assert "The model registry is empty" in texts(render("models"))
+
+    name = settings.ml.model_name
+    for version, auc in (("v1", 0.91), ("v2", 0.97)):
+        folder = tmp_path / version
+        folder.mkdir()
+        (folder / "model.json").write_text(json.dumps(model_card(version, auc)))
+        registry.upload(settings, folder, name, version)
+    registry.promote(settings, name, "v1")
+
+    st.cache_data.clear()  # as a user would after the registry's 30 s cache time
+    at = render("models")
+    shown = metrics(at)
+    assert shown["Versions"] == "2"
+    assert shown["Live version"] == "v1"
+    assert shown["Live threshold"] == "0.5"
+    versions = at.dataframe[0].value
+    assert list(versions["version"]) == ["v1", "v2"]
+    assert list(versions["live"]) == [True, False]
+    assert list(versions["roc_auc"]) == [0.91, 0.97]
+    evaluation = at.dataframe[1].value
+    assert evaluation["ROC-AUC"].iloc[0] == 0.91  # the live version is shown first
+    per_mode = at.dataframe[2].value
+    assert dict(zip(per_mode["mode"], per_mode["autoencoder"], strict=True)) == {
+        "coolant": 0.95,
+        "firmware": 0.4,
+    }
