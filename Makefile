@@ -11,11 +11,12 @@ APT    := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-ins
 
 setup: system python kafka-jars  ## install everything the platform and its tests need
 
-system:  ## Debian packages: Mosquitto, Java 17 and Maven (for Kafka's jars)
+system:  ## Debian packages: Mosquitto, Java 17, Maven (for Kafka's jars), Chromium (UI browser test)
 	@missing=""; \
 	{ command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ]; } || missing="$$missing mosquitto"; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; $(SUDO) apt-get update -qq && $(APT) $$missing; \
 	else echo "system packages present"; fi

@@ -17,6 +17,7 @@ from fleet.cli.ml import ml_app
 from fleet.cli.stack import stack_app
 from fleet.cli.topics import config_app, topics_app
 from fleet.cli.twin import twin_app
+from fleet.cli.ui import ui_app
 
 app = typer.Typer(
     name="fleet",
@@ -32,6 +33,8 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(config_app, name="config")
 app.add_typer(twin_app, name="twin")
 app.add_typer(ingest_app)
+app.add_typer(ui_app, name="ui")
+app.add_typer(twin_app, name="twin")
 app.add_typer(lake_app, name="lake")
 app.add_typer(ml_app, name="ml")
 

@@ -1,0 +1,209 @@
+"""Explorer benchmark: time to render the overview, the fleet table (plain, filtered, sorted,
+deep page), a car and the anomaly leaderboard with 100,000 twins in the MongoDB-wire server.
+
+    .venv/bin/python bench/ui_render.py [--size N] [--runs R] [--external]
+
+Starts its own Kafka and MongoDB-wire server on free ports in a temporary folder (or, with
+--external, uses the stack the settings describe), inserts N twin documents of the real shape
+(simulated readings and scores folded by the twin package's own fold; the projector's indexes),
+then renders each page with streamlit's AppTest: "cold" with Streamlit's caches cleared before
+every run, "warm" straight after. Writes bench/results/ui.json and ui.md. Figures are
+indicative: the machine is small and shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from fleet import clients  # noqa: E402
+from fleet.avro import telemetry_codec  # noqa: E402
+from fleet.logs import configure_logging  # noqa: E402
+from fleet.settings import Settings  # noqa: E402
+from fleet.stack import Stack  # noqa: E402
+from tests.conftest import stack_environment  # noqa: E402
+from tests.ui.fleetdata import simulated_twins  # noqa: E402
+from twin import store  # noqa: E402
+from ui.context import SETTINGS_KEY  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+CHUNK = 5_000
+#: Readings folded per car (the twin's history length). Short, so that seeding 100,000 twins
+#: into the MongoDB-wire server fits a bench run; every other part has its full shape.
+HISTORY = 3
+
+#: (name, page script, query params, widget changes after the first run)
+SCENARIOS: list[tuple[str, str, dict[str, str], list[tuple[str, str, Any]]]] = [
+    ("overview", "views/overview.py", {}, []),
+    ("fleet table", "views/fleet_table.py", {}, []),
+    (
+        "table: condition filter, sorted by score",
+        "views/fleet_table.py",
+        {},
+        [
+            ("selectbox", "table.condition", "tire_pressure_low"),
+            ("selectbox", "table.sort", "anomaly score (highest first)"),
+        ],
+    ),
+    (
+        "table: page 1000 (skip 49,950)",
+        "views/fleet_table.py",
+        {},
+        [("number_input", "table.page", 1000)],
+    ),
+    ("car detail", "views/car.py", {"car": "car4242"}, []),
+    ("anomalies", "views/anomalies.py", {}, []),
+]
+
+
+def seed(settings: Settings, size: int) -> float:
+    collection = store.twins_collection(clients.mongo_database(settings), settings.twin.collection)
+    collection.drop()
+    store.ensure_indexes(collection)
+    started = time.perf_counter()
+    for first in range(1, size + 1, CHUNK):
+        cars = min(CHUNK, size - first + 1)
+        twins = simulated_twins(
+            cars, steps=HISTORY, seed=first, failure_rate=0.2, scored=cars, first_car=first
+        )
+        collection.insert_many(twins, ordered=False)
+        print(f"  inserted {first + cars - 1:,} twins", flush=True)
+        newest = twins[-1]["history"][-1]
+    elapsed = time.perf_counter() - started
+    # The stream the twins came from: Kafka's newest reading is the fleet clock for the pages.
+    record = {k: v for k, v in newest.items() if k != "event_time"}
+    record |= {
+        "car_id": twins[-1]["_id"],
+        "event_time": int(newest["event_time"].timestamp() * 1000),
+    }
+    producer = clients.kafka_producer(settings)
+    producer.produce(
+        settings.topics.telemetry, key=record["car_id"], value=telemetry_codec().encode(record)
+    )
+    producer.flush(30)
+    return elapsed
+
+
+def render(settings: Settings, page: str, query: dict[str, str], changes: list[Any]) -> float:
+    """Seconds for one page render (the page's script run, queries included)."""
+    at = AppTest.from_file(str(ROOT / "ui" / "app.py"), default_timeout=300)
+    at.session_state[SETTINGS_KEY] = settings
+    at.switch_page(page)
+    at.query_params.update(query)
+    if changes:  # set the widgets up first; the timed run is the one that applies them
+        at.run()
+        for kind, key, value in changes:
+            getattr(at, kind)(key=key).set_value(value)
+    started = time.perf_counter()
+    at.run()
+    elapsed = time.perf_counter() - started
+    if at.exception:
+        raise RuntimeError(f"{page}: {[e.message for e in at.exception]}")
+    return elapsed
+
+
+def measure(settings: Settings, runs: int) -> list[dict[str, Any]]:
+    for _name, page, query, _changes in SCENARIOS:  # imports and first-use costs, not timed
+        render(settings, page, query, [])
+    rows = []
+    for name, page, query, changes in SCENARIOS:
+        cold, warm = [], []
+        for _ in range(runs):
+            st.cache_data.clear()
+            cold.append(render(settings, page, query, changes))
+            warm.append(render(settings, page, query, changes))
+        row = {
+            "page": name,
+            "cold_median_s": round(statistics.median(cold), 3),
+            "cold_max_s": round(max(cold), 3),
+            "warm_median_s": round(statistics.median(warm), 3),
+        }
+        print(f"  {name}: {row}", flush=True)
+        rows.append(row)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=100_000, help="twins to insert")
+    parser.add_argument("--runs", type=int, default=5, help="renders per page and cache state")
+    parser.add_argument("--external", action="store_true", help="use the configured stack")
+    args = parser.parse_args()
+    # SIGTERM unwinds like Ctrl-C, so the stack below is always stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    stack = None
+    if not args.external:
+        home = Path(tempfile.mkdtemp(prefix="fleet-bench-ui-"))
+        os.environ.update(stack_environment(home))
+        stack = Stack(Settings(), only=["kafka", "mongodb"])
+        stack.up()
+    configure_logging(Settings().log)
+    base = Settings()
+    settings = base.model_copy(
+        update={
+            "mongodb": base.mongodb.model_copy(
+                update={"database": f"bench_ui_{uuid.uuid4().hex[:6]}"}
+            )
+        }
+    )
+    try:
+        print(f"seeding {args.size:,} twins …", flush=True)
+        seeded = seed(settings, args.size)
+        print("rendering …", flush=True)
+        rows = measure(settings, args.runs)
+    finally:
+        if stack is not None:
+            stack.down()
+    result = {
+        "benchmark": "ui_render",
+        "twins": args.size,
+        "runs_per_page": args.runs,
+        "seed_seconds": round(seeded, 1),
+        "history_per_twin": HISTORY,
+        "pages": rows,
+        "server": "SecantusDB 0.7.0b3 (MongoDB wire), indexes of twin.store.INDEXES",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, shared with other work",
+        "python": platform.python_version(),
+        "streamlit": st.__version__,
+        "caveat": "Indicative: a small machine shared with other jobs. Cold = Streamlit caches "
+        "cleared before the run (every query hits the server); warm = the same page again "
+        "within the cache TTL. Times are AppTest script runs (server-side render), not browser "
+        "paint.",
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "ui.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = [
+        f"# Explorer render times with {args.size:,} twins",
+        "",
+        "| page | cold median (s) | cold max (s) | warm median (s) |",
+        "| --- | --- | --- | --- |",
+        *(
+            f"| {r['page']} | {r['cold_median_s']} | {r['cold_max_s']} | {r['warm_median_s']} |"
+            for r in rows
+        ),
+        "",
+        result["caveat"],
+        "",
+    ]
+    (RESULTS / "ui.md").write_text("\n".join(lines))
+    print((RESULTS / "ui.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

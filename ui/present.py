@@ -1,0 +1,153 @@
+"""Pure presentation helpers: twin documents to rows, frames and words (no Streamlit, no I/O)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+
+from fleet.contract import SENSORS, UNITS
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def ago(then: datetime | None, now: datetime) -> str:
+    """'3 min before' style distance from the fleet clock, for since-when columns."""
+    then = as_utc(then)
+    if then is None:
+        return "never"
+    seconds = (as_utc(now) - then).total_seconds()  # type: ignore[operator]
+    if seconds < 1:
+        return "now"
+    for size, unit in ((86_400, "d"), (3_600, "h"), (60, "min")):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit} before"
+    return f"{seconds:.0f} s before"
+
+
+def stamp(value: datetime | None) -> str:
+    value = as_utc(value)
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "—"
+
+
+def reported_rows(twin: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every sensor's latest value with its unit and the event time of its reading."""
+    reported = twin.get("reported") or {}
+    rows = []
+    for sensor in SENSORS:
+        entry = reported.get(sensor)
+        if entry is None:
+            continue
+        rows.append(
+            {
+                "sensor": sensor,
+                "value": entry.get("value"),
+                "unit": UNITS.get(sensor, ""),
+                "reading time": stamp(entry.get("time")),
+            }
+        )
+    return rows
+
+
+def condition_rows(twin: dict[str, Any], now: datetime) -> list[dict[str, Any]]:
+    rows = []
+    for condition in (twin.get("health") or {}).get("conditions", []):
+        evidence = condition.get("evidence") or {}
+        rows.append(
+            {
+                "condition": condition.get("name", condition.get("key")),
+                "wheel": condition.get("wheel") or "",
+                "since": stamp(condition.get("since")),
+                "for": ago(condition.get("since"), now).replace(" before", ""),
+                "evidence": ", ".join(
+                    f"{k} = {_short(v)} {UNITS.get(k, '')}".strip() for k, v in evidence.items()
+                ),
+            }
+        )
+    return rows
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def history_frame(twin: dict[str, Any]) -> pd.DataFrame:
+    """The twin's bounded history as a wide frame indexed by event time."""
+    history = twin.get("history") or []
+    if not history:
+        return pd.DataFrame(columns=["event_time", *SENSORS])
+    frame = pd.DataFrame(history)
+    frame["event_time"] = pd.to_datetime(frame["event_time"], utc=True)
+    return frame.sort_values(["event_time", "seq"]).reset_index(drop=True)
+
+
+def json_safe(value: Any) -> Any:
+    """A twin document as JSON-friendly data (dates as ISO text)."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    if isinstance(value, datetime):
+        return as_utc(value).isoformat()  # type: ignore[union-attr]
+    return value
+
+
+def top_sensors_text(anomaly: dict[str, Any] | None, limit: int = 3) -> str:
+    if not anomaly:
+        return ""
+    top = anomaly.get("top_sensors") or []
+    return ", ".join(f"{t['sensor']} ({t['contribution']:.0%})" for t in top[:limit])
+
+
+def driving_sensor_counts(leaders: list[dict[str, Any]]) -> pd.DataFrame:
+    """How often each sensor is the top contributor among the given cars, and its mean share."""
+    rows = [
+        {"sensor": t["sensor"], "contribution": float(t["contribution"])}
+        for doc in leaders
+        for t in ((doc.get("anomaly") or {}).get("top_sensors") or [])[:1]
+    ]
+    if not rows:
+        return pd.DataFrame(columns=["sensor", "cars", "mean contribution"])
+    frame = pd.DataFrame(rows)
+    out = frame.groupby("sensor").agg(
+        cars=("contribution", "size"), mean_contribution=("contribution", "mean")
+    )
+    out = out.rename(columns={"mean_contribution": "mean contribution"})
+    return out.sort_values(["cars", "mean contribution"], ascending=False).reset_index()
+
+
+def onset_series(onsets: list[datetime], buckets: int = 40) -> pd.DataFrame:
+    """Cumulative count of currently anomalous cars by when they turned anomalous."""
+    if not onsets:
+        return pd.DataFrame(columns=["time", "new", "anomalous cars"])
+    times = pd.Series(pd.to_datetime(onsets, utc=True)).sort_values()
+    span = (times.iloc[-1] - times.iloc[0]) or pd.Timedelta(seconds=1)
+    freq = _nice_frequency(span / buckets)
+    counts = times.dt.floor(freq).value_counts().sort_index()
+    return pd.DataFrame(
+        {
+            "time": counts.index,
+            "new": counts.to_numpy(),
+            "anomalous cars": counts.cumsum().to_numpy(),
+        }
+    )
+
+
+def _nice_frequency(step: timedelta) -> str:
+    for seconds, freq in (
+        (10, "10s"),
+        (60, "1min"),
+        (300, "5min"),
+        (900, "15min"),
+        (3600, "1h"),
+        (6 * 3600, "6h"),
+        (86_400, "1D"),
+    ):
+        if step.total_seconds() <= seconds:
+            return freq
+    return "7D"

@@ -1,0 +1,142 @@
+"""Car detail: one twin — reported values, health, anomaly verdict, history, raw document."""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from fleet.contract import SENSORS, UNITS
+from ui import cached, context, present
+from ui.widgets import CAR_KEY, condition_label, fmt_int
+
+DEFAULT_SENSORS = ["coolant_temp", "speed", "engine_vibration_amplitude"]
+
+st.title("Car detail")
+k = cached.key()
+# The car comes from the URL (?car=...), from a click elsewhere, or from the box below.
+from_url = st.query_params.get("car")
+if from_url and st.session_state.get("car.url") != from_url:
+    st.session_state["car.url"] = from_url
+    st.session_state[CAR_KEY] = from_url
+car_id = st.text_input("Car id", key=CAR_KEY, placeholder="car1").strip()
+if not car_id:
+    st.info("Enter a car id, or pick a car in the fleet table.", icon=":material/info:")
+    st.stop()
+st.query_params["car"] = car_id
+
+try:
+    twin = cached.twin(k, car_id)
+except context.Unavailable as exc:
+    context.show_unavailable(exc)
+    st.stop()
+if twin is None:
+    message = f"No car with id `{car_id}` in the fleet."
+    try:
+        similar = cached.similar_ids(k, car_id)
+    except context.Unavailable:
+        similar = []
+    if similar:
+        message += " Some cars that exist: " + ", ".join(f"`{c}`" for c in similar)
+    st.warning(message, icon=":material/search_off:")
+    st.stop()
+
+clock = twin.get("last_seen")
+anomaly = twin.get("anomaly")
+health = twin.get("health") or {}
+counters = twin.get("counters") or {}
+
+cols = st.columns(5)
+status = health.get("status", "unknown")
+cols[0].metric("Health", status, help="`attention` when at least one condition holds")
+if anomaly:
+    model = f"model {anomaly.get('model_name')} v{anomaly.get('model_version')}"
+    cols[1].metric("Verdict", "anomalous" if anomaly.get("is_anomaly") else "normal", help=model)
+    cols[2].metric("Anomaly score", f"{anomaly['score']:.3f}", help=model)
+    cols[3].metric("Threshold", f"{anomaly['threshold']:.3f}", help=model)
+else:
+    cols[1].metric("Verdict", "not scored")
+    cols[2].metric("Anomaly score", "—")
+    cols[3].metric("Threshold", "—")
+cols[4].metric("Readings", fmt_int(counters.get("readings_applied")))
+st.caption(
+    f"Last seen {present.stamp(clock)} · first seen {present.stamp(twin.get('first_seen'))} · "
+    f"revision {fmt_int(twin.get('revision'))} · late readings skipped "
+    f"{fmt_int(counters.get('late_skipped'))} · duplicates skipped "
+    f"{fmt_int(counters.get('duplicates_skipped'))}"
+)
+
+if anomaly and anomaly.get("is_anomaly"):
+    st.error(
+        f"Anomalous since {present.stamp(anomaly.get('anomalous_since'))}; driven by "
+        f"{present.top_sensors_text(anomaly) or 'no sensor reported'}.",
+        icon=":material/warning:",
+    )
+
+tabs = st.tabs(["Reported", "Health", "History", "Raw twin"])
+with tabs[0]:
+    st.dataframe(
+        pd.DataFrame(present.reported_rows(twin)),
+        hide_index=True,
+        width="stretch",
+        column_config={"value": st.column_config.NumberColumn("value", format="%.4g")},
+    )
+with tabs[1]:
+    rows = present.condition_rows(twin, clock) if clock else []
+    if rows:
+        frame = pd.DataFrame(rows)
+        frame["condition"] = frame["condition"].map(condition_label)
+        st.dataframe(frame, hide_index=True, width="stretch")
+    else:
+        st.success("No health condition holds for this car.", icon=":material/check_circle:")
+with tabs[2]:
+    history = present.history_frame(twin)
+    if history.empty:
+        st.info("No readings in this car's history yet.")
+    else:
+        chosen = st.multiselect(
+            "Sensors",
+            list(SENSORS),
+            default=DEFAULT_SENSORS,
+            key="car.sensors",
+            format_func=lambda s: f"{s} ({UNITS.get(s, '')})",
+        )
+        start, end = history["event_time"].min(), history["event_time"].max()
+        score_time = pd.to_datetime(anomaly["event_time"], utc=True) if anomaly else None
+        if score_time is not None:
+            start, end = min(start, score_time), max(end, score_time)
+        x = alt.X("event_time:T", title="event time (UTC)", scale=alt.Scale(domain=[start, end]))
+        long = history.melt("event_time", value_vars=chosen, var_name="sensor")
+        sensors_chart = (
+            alt.Chart(long)
+            .mark_line(point=True)
+            .encode(x=x, y=alt.Y("value:Q", title=None), color="sensor:N")
+            .properties(height=140)
+            .facet(row=alt.Row("sensor:N", title=None), columns=1)
+            .resolve_scale(y="independent")
+        )
+        if chosen:
+            st.altair_chart(sensors_chart, width="stretch")
+        if anomaly:
+            score = pd.DataFrame(
+                [{"event_time": score_time, "score": anomaly["score"], "what": "score"}]
+            )
+            threshold = pd.DataFrame(
+                {"event_time": [start, end], "threshold": [anomaly["threshold"]] * 2}
+            )
+            st.altair_chart(
+                alt.layer(
+                    alt.Chart(threshold)
+                    .mark_line(strokeDash=[6, 4], color="#d62728")
+                    .encode(x=x, y=alt.Y("threshold:Q", title="anomaly score")),
+                    alt.Chart(score)
+                    .mark_point(size=120, filled=True)
+                    .encode(x=x, y="score:Q", tooltip=["event_time:T", "score:Q"]),
+                ).properties(height=140, title="Anomaly score (dots) and threshold (dashed)"),
+                width="stretch",
+            )
+        else:
+            st.caption("No anomaly score for this car yet.")
+        st.caption(f"{len(history)} most recent readings kept on the twin.")
+with tabs[3]:
+    st.json(present.json_safe(twin), expanded=1)
