@@ -34,7 +34,6 @@ app.add_typer(config_app, name="config")
 app.add_typer(twin_app, name="twin")
 app.add_typer(ingest_app)
 app.add_typer(ui_app, name="ui")
-app.add_typer(twin_app, name="twin")
 app.add_typer(lake_app, name="lake")
 app.add_typer(ml_app, name="ml")
 
