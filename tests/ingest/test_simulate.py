@@ -21,7 +21,7 @@ from ingest.outputs import CsvSink, json_payloads
 from ingest.simulate import run_simulation
 from ingest.simulator import FleetSimulator, SimulationConfig
 from ingest.validation import Rejected, validate_message
-from tests.ingest.helpers import TopicReader
+from tests.ingest.helpers import TopicReader, short_lived
 
 FLEET = str(Path(sys.executable).parent / "fleet")
 START_S = 1_567_606_196
@@ -85,7 +85,9 @@ def test_simulate_over_mqtt_through_the_bridge_carries_readings_and_ground_truth
 ) -> None:
     reader = TopicReader(fresh_settings, fresh_settings.topics.telemetry)
     try:
-        with Bridge(fresh_settings, client_id=f"bridge-{uuid.uuid4().hex[:6]}") as bridge:
+        with Bridge(
+            short_lived(fresh_settings), client_id=f"bridge-{uuid.uuid4().hex[:6]}"
+        ) as bridge:
             result = subprocess.run(
                 [
                     FLEET,
