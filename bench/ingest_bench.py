@@ -110,6 +110,8 @@ def bench_mqtt(  # noqa: PLR0915 (one scenario, start to finish)
         "FLEET_TOPICS_DEAD_LETTERS": settings.topics.dead_letters,
         "FLEET_GROUPS_BRIDGE": settings.groups.bridge,
         "FLEET_LOG_FORMAT": "json",
+        # Bench sessions are throwaway: let the broker forget them soon after the run.
+        "FLEET_INGEST_BRIDGE_SESSION_EXPIRY": "120",
     }
     logs = Path(tempfile.mkdtemp(prefix="bench-bridge-"))
     processes = [

@@ -15,6 +15,16 @@ from fleet.settings import Settings
 from fleet.waiting import wait_for
 from ingest.validation import reading_payload
 
+#: Test bridges' MQTT sessions outlive them only briefly: a dead session of another test's
+#: group would otherwise keep queueing every later test's readings on the shared broker.
+TEST_SESSION_EXPIRY = 60
+
+
+def short_lived(settings: Settings) -> Settings:
+    """Settings whose bridge session expires soon after the bridge stops."""
+    ingest = settings.ingest.model_copy(update={"bridge_session_expiry": TEST_SESSION_EXPIRY})
+    return settings.model_copy(update={"ingest": ingest})
+
 
 def valid_sensors(i: int = 0) -> dict[str, Any]:
     """A plausible reading (every sensor inside its physical range)."""

@@ -21,7 +21,14 @@ from fleet.stack.services import Mosquitto
 from fleet.waiting import DeadlineExceeded, wait_for
 from ingest.bridge import Bridge
 from ingest.deadletter import header_dict
-from tests.ingest.helpers import Publisher, TopicReader, valid_payload, valid_sensors
+from tests.ingest.helpers import (
+    TEST_SESSION_EXPIRY,
+    Publisher,
+    TopicReader,
+    short_lived,
+    valid_payload,
+    valid_sensors,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +43,9 @@ def test_readings_round_trip_from_mqtt_to_kafka_with_event_time_and_sequence(
     reader = TopicReader(fresh_settings, fresh_settings.topics.telemetry)
     publisher = Publisher(fresh_settings)
     try:
-        with Bridge(fresh_settings, client_id=f"bridge-{uuid.uuid4().hex[:6]}") as bridge:
+        with Bridge(
+            short_lived(fresh_settings), client_id=f"bridge-{uuid.uuid4().hex[:6]}"
+        ) as bridge:
             for i in range(300):
                 publisher.publish(
                     f"vehicles/sensor/data/car{i % 3}",
@@ -116,7 +125,9 @@ def test_every_kind_of_bad_input_lands_in_the_dead_letter_topic_with_its_reason(
     dead = TopicReader(fresh_settings, fresh_settings.topics.dead_letters)
     publisher = Publisher(fresh_settings)
     try:
-        with Bridge(fresh_settings, client_id=f"bridge-{uuid.uuid4().hex[:6]}") as bridge:
+        with Bridge(
+            short_lived(fresh_settings), client_id=f"bridge-{uuid.uuid4().hex[:6]}"
+        ) as bridge:
             publisher.publish("vehicles/sensor/data/car1", valid_payload(0, seq=1))
             for topic, payload, _reason in BAD_INPUTS:
                 publisher.publish(topic, payload)
@@ -157,7 +168,9 @@ def test_the_bridge_account_may_subscribe_but_not_publish_readings(
     as_bridge = Publisher(fresh_settings, mqtt.username, mqtt.password.get_secret_value())
     gateway = Publisher(fresh_settings)
     try:
-        with Bridge(fresh_settings, client_id=f"bridge-{uuid.uuid4().hex[:6]}") as bridge:
+        with Bridge(
+            short_lived(fresh_settings), client_id=f"bridge-{uuid.uuid4().hex[:6]}"
+        ) as bridge:
             as_bridge.publish("vehicles/sensor/data/car7", valid_payload(seq=1))
             as_bridge.publish(f"vehicles/sensor/data/{mqtt.username}", valid_payload(seq=2))
             as_bridge.wait_all(2)
@@ -202,7 +215,7 @@ def test_a_car_account_is_carried_through_and_its_password_stays_out_of_the_logs
     wait_for(lambda: _can_connect(fresh_settings, car, secret), 10, "the car account to be loaded")
     publisher = Publisher(fresh_settings, car, secret)
     try:
-        with Bridge(fresh_settings, client_id=f"bridge-{uuid.uuid4().hex[:6]}"):
+        with Bridge(short_lived(fresh_settings), client_id=f"bridge-{uuid.uuid4().hex[:6]}"):
             publisher.publish("vehicles/sensor/data/other-car", valid_payload(seq=1))
             publisher.publish(f"vehicles/sensor/data/{car}", valid_payload(seq=2))
             publisher.wait_all(2)
@@ -249,6 +262,7 @@ def bridge_env(stack_env: dict[str, str], settings: Settings, client_id: str) ->
             "FLEET_TOPICS_DEAD_LETTERS": settings.topics.dead_letters,
             "FLEET_GROUPS_BRIDGE": settings.groups.bridge,
             "FLEET_INGEST_BRIDGE_CLIENT_ID": client_id,
+            "FLEET_INGEST_BRIDGE_SESSION_EXPIRY": str(TEST_SESSION_EXPIRY),
             "FLEET_LOG_FORMAT": "json",
         }
     )
@@ -386,7 +400,7 @@ def test_backpressure_when_kafka_cannot_take_readings_then_resume_without_loss(
     publisher = Publisher(settings)
     reader: TopicReader | None = None
     try:
-        with Bridge(settings, client_id=f"bridge-{uuid.uuid4().hex[:6]}") as bridge:
+        with Bridge(short_lived(settings), client_id=f"bridge-{uuid.uuid4().hex[:6]}") as bridge:
             for i in range(200):
                 publisher.publish(f"vehicles/sensor/data/car{i % 7}", valid_payload(i, seq=i))
             publisher.wait_all()  # the broker holds all 200

@@ -21,7 +21,7 @@ from ingest.outputs import CsvSink, json_payloads
 from ingest.simulate import run_simulation
 from ingest.simulator import FleetSimulator, SimulationConfig
 from ingest.validation import Rejected, validate_message
-from tests.ingest.helpers import TopicReader
+from tests.ingest.helpers import TopicReader, short_lived
 
 FLEET = str(Path(sys.executable).parent / "fleet")
 START_S = 1_567_606_196
@@ -85,7 +85,9 @@ def test_simulate_over_mqtt_through_the_bridge_carries_readings_and_ground_truth
 ) -> None:
     reader = TopicReader(fresh_settings, fresh_settings.topics.telemetry)
     try:
-        with Bridge(fresh_settings, client_id=f"bridge-{uuid.uuid4().hex[:6]}") as bridge:
+        with Bridge(
+            short_lived(fresh_settings), client_id=f"bridge-{uuid.uuid4().hex[:6]}"
+        ) as bridge:
             result = subprocess.run(
                 [
                     FLEET,
@@ -151,3 +153,38 @@ def test_simulate_direct_to_kafka_writes_the_same_readings_as_the_model(
     }  # byte for byte
     assert {m.value() for m in messages} == expected
     assert all(m.key().decode() == codec.decode(m.value())["car_id"] for m in messages[:50])
+
+
+class CountingSink(CsvSink):
+    def __init__(self) -> None:  # no file: counts only
+        self.sent = self.errors = self.submitted = 0
+
+    def send(self, batch, start=0, stop=None) -> None:  # type: ignore[no-untyped-def]
+        self.submitted += (len(batch) if stop is None else stop) - start
+
+    def close(self, timeout: float = 60) -> None:
+        pass
+
+
+def test_time_lapse_spreads_cars_evenly_over_each_interval() -> None:
+    """10 s readings at time-lapse 10: one step per wall second, half the fleet per 0.5 s.
+    The pacing waits are recorded, not slept."""
+    waits: list[float] = []
+
+    def record(seconds: float) -> bool:
+        if seconds > 0:
+            waits.append(seconds)
+        return False
+
+    simulator = FleetSimulator(SimulationConfig(cars=10, interval_ms=10_000))
+    sink = CountingSink()
+    sent = run_simulation(simulator, 3, sink, time_lapse=10, chunk=5, stop_requested=record)
+    assert sent == sink.submitted == 30
+    assert len(waits) == 5  # every chunk but the first is due later
+    assert waits == pytest.approx([0.5, 1.0, 1.5, 2.0, 2.5], abs=0.2)
+
+
+def test_a_stop_request_ends_the_run_early() -> None:
+    simulator = FleetSimulator(SimulationConfig(cars=10))
+    sent = run_simulation(simulator, 100, CountingSink(), chunk=5, stop_requested=lambda _s: True)
+    assert sent == 5
