@@ -100,8 +100,8 @@ def _replay_to(  # noqa: PLR0917
             num_messages=settings.twin.batch_size, timeout=settings.twin.poll_timeout
         )
         events, offsets, _bad = decode_messages(messages, codecs)
-        # Past the end noted at the start belongs to the next phase (or the live projector).
-        events = [e for e in events if e.offset < ends[(e.topic, e.partition)]]
+        # Events past the end noted at the start are applied too: skipping them here would
+        # lose them if a running projector wrote them into the collection being replaced.
         if events:
             applied += apply_batch(collection, by_car(events), settings.twin.history_size)
         for key, offset in offsets.items():

@@ -63,9 +63,9 @@ def applied_more_than(settings: Settings, process: subprocess.Popen[bytes], n: i
 def test_kill_9_mid_work_then_restart_equals_a_clean_rebuild(
     stack_env: dict[str, str], fresh_settings: Settings
 ) -> None:
-    records = [reading(f"car{c}", seq=s) for s in range(40) for c in range(60)]
-    records += [reading(f"car{c}", seq=s) for s in (3, 7) for c in range(0, 60, 5)]  # dupes
-    scores = [score(f"car{c}", seq=s, value=0.3 * (s % 3)) for s in range(10) for c in range(60)]
+    records = [reading(f"car{c}", seq=s) for s in range(30) for c in range(40)]
+    records += [reading(f"car{c}", seq=s) for s in (3, 7) for c in range(0, 40, 5)]  # dupes
+    scores = [score(f"car{c}", seq=s, value=0.3 * (s % 3)) for s in range(8) for c in range(40)]
     produce(fresh_settings, records)
     produce(fresh_settings, scores)
     total = len(records) + len(scores)
@@ -106,8 +106,8 @@ def test_kill_9_mid_work_then_restart_equals_a_clean_rebuild(
     report = rebuild(fresh_settings)
     assert report.replayed == total
     assert all_twins(fresh_settings) == after_crash
-    assert len(after_crash) == 60
-    assert sum(t["counters"]["duplicates_skipped"] for t in after_crash.values()) == 24
+    assert len(after_crash) == 40
+    assert sum(t["counters"]["duplicates_skipped"] for t in after_crash.values()) == 16
 
 
 def test_rebuild_while_queries_and_the_projector_run(fresh_settings: Settings) -> None:
