@@ -92,7 +92,7 @@ def test_explorer_in_a_browser(fleet: Fleet, explorer: str) -> None:
 
         car = next(t for t in twins if t["anomaly"] and t["anomaly"]["is_anomaly"])
         browser.open(f"{explorer}/car?car={car['_id']}")
-        text = browser.wait_for_text("Car detail", "Verdict", "anomalous", "Reported")
+        text = browser.wait_for_text("Car detail", "Car id", "Verdict", "anomalous", "Reported")
         assert f"{car['anomaly']['score']:.3f}" in text
         browser.screenshot(ARTIFACTS / "ui-car.png")
 
@@ -101,7 +101,7 @@ def test_explorer_in_a_browser(fleet: Fleet, explorer: str) -> None:
         browser.screenshot(ARTIFACTS / "ui-anomalies.png")
 
         browser.open(f"{explorer}/lake")
-        text = browser.wait_for_text("Events archived", "Failure-mode incidence")
+        text = browser.wait_for_text("Dataset", "Events archived", "Failure-mode incidence")
         readings = sum(t["counters"]["readings_applied"] for t in twins)
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         assert lines[lines.index("Events archived") + 1] == f"{readings:,}"
