@@ -114,6 +114,9 @@ class TwinSettings(BaseModel):
     history_size: int = Field(50, ge=1, description="readings kept per twin for charts")
     batch_size: int = Field(10_000, ge=1, description="events per poll, folded and written at once")
     poll_timeout: float = Field(1.0, gt=0, description="seconds to wait for a batch to fill")
+    write_chunk: int = Field(
+        2000, ge=1, description="cars decoded, folded and written together (bounds memory)"
+    )
     max_backoff: float = Field(30.0, gt=0, description="longest wait between retries (s)")
 
 

@@ -47,11 +47,16 @@ class RebuildReport:
     applied: Applied = field(default_factory=Applied)
 
 
-def _ends(consumer: Consumer, partitions: list[TopicPartition]) -> dict[tuple[str, int], int]:
+def _ends(
+    consumer: Consumer, partitions: list[TopicPartition], done: dict[tuple[str, int], int]
+) -> dict[tuple[str, int], int]:
+    """Each partition's end. A partition not read yet counts as done up to its start (its
+    low watermark), so one whose events were all deleted is not waited for."""
     ends = {}
     for tp in partitions:
-        _low, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+        low, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
         ends[(tp.topic, tp.partition)] = high
+        done.setdefault((tp.topic, tp.partition), low - 1)
     return ends
 
 
@@ -63,7 +68,7 @@ def _remaining(
     left = 0
     for tp in positions:
         key = (tp.topic, tp.partition)
-        at = max(done.get(key, -1) + 1, tp.offset if tp.offset >= 0 else 0)
+        at = max(done.get(key, -1) + 1, tp.offset)
         left += max(0, ends[key] - at)
     return left
 
@@ -95,8 +100,8 @@ def _replay_to(  # noqa: PLR0917
             num_messages=settings.twin.batch_size, timeout=settings.twin.poll_timeout
         )
         events, offsets, _bad = decode_messages(messages, codecs)
-        # Past the end noted at the start belongs to the next phase (or the live projector).
-        events = [e for e in events if e.offset < ends[(e.topic, e.partition)]]
+        # Events past the end noted at the start are applied too: skipping them here would
+        # lose them if a running projector wrote them into the collection being replaced.
         if events:
             applied += apply_batch(collection, by_car(events), settings.twin.history_size)
         for key, offset in offsets.items():
@@ -136,7 +141,7 @@ def rebuild(
         ]
         consumer.assign(partitions)
         done: dict[tuple[str, int], int] = {}
-        ends = _ends(consumer, partitions)
+        ends = _ends(consumer, partitions, done)
         log.info("replaying", into=staging_name, events=sum(ends.values()))
         applied, report.replayed = _replay_to(
             consumer, ends, settings, staging_name, done, shutdown, progress
@@ -151,7 +156,7 @@ def rebuild(
         )
         log.info("swapped", collection=live)
 
-        later = _ends(consumer, partitions)
+        later = _ends(consumer, partitions, done)
         applied, report.caught_up = _replay_to(
             consumer, later, settings, live, done, shutdown, None
         )

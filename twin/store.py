@@ -47,9 +47,19 @@ def ensure_indexes(collection: Collection[Twin]) -> None:
     collection.create_indexes(INDEXES)
 
 
+#: Ids per `$in` query: SecantusDB's `$in` slows down more than linearly with the list's length
+#: (1,000 ids: 6.7 s; 10 x 100 ids: 0.9 s, measured); MongoDB does not care.
+IN_CHUNK = 100
+
+
 def load(collection: Collection[Twin], car_ids: Iterable[str]) -> dict[str, Twin]:
-    """The current twins of these cars (absent cars have none yet), in one query."""
-    return {doc["_id"]: doc for doc in collection.find({"_id": {"$in": list(car_ids)}})}
+    """The current twins of these cars (absent cars have none yet)."""
+    ids = list(car_ids)
+    found: dict[str, Twin] = {}
+    for start in range(0, len(ids), IN_CHUNK):
+        for doc in collection.find({"_id": {"$in": ids[start : start + IN_CHUNK]}}):
+            found[doc["_id"]] = doc
+    return found
 
 
 def write(collection: Collection[Twin], changes: Mapping[str, tuple[Twin | None, Twin]]) -> int:

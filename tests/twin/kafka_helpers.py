@@ -77,3 +77,22 @@ def all_twins(settings: Settings) -> dict[str, Twin]:
 def events_applied(settings: Settings) -> int:
     """Total events recorded on the twins (each non-redelivered event bumps one revision)."""
     return sum(t["revision"] for t in twins_collection(settings).find({}, {"revision": 1}))
+
+
+def cli_env(stack_env: dict[str, str], settings: Settings) -> dict[str, str]:
+    """The environment that points a `fleet` subprocess at this test's topics and database."""
+    import json
+    import os
+
+    return (
+        os.environ
+        | stack_env
+        | {
+            "FLEET_TOPICS_TELEMETRY": settings.topics.telemetry,
+            "FLEET_TOPICS_ANOMALIES": settings.topics.anomalies,
+            "FLEET_GROUPS_TWIN": settings.groups.twin,
+            "FLEET_MONGODB_DATABASE": settings.mongodb.database,
+            "FLEET_KAFKA_EXTRA": json.dumps({"session.timeout.ms": "6000"}),
+            "FLEET_LOG_FORMAT": "json",
+        }
+    )

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +16,7 @@ from fleet.waiting import wait_for
 from tests.twin.factories import T0, envelopes, reading, score
 from tests.twin.kafka_helpers import (
     all_twins,
+    cli_env,
     events_applied,
     produce,
     running_projector,
@@ -22,6 +27,7 @@ from twin.events import ms_to_datetime
 from twin.fold import fold
 
 pytestmark = pytest.mark.integration
+FLEET = Path(sys.executable).with_name("fleet")
 
 
 def expected_twin(records: list[dict], history: int = 50) -> dict:
@@ -106,7 +112,9 @@ def test_the_same_events_delivered_again_after_a_restart_change_nothing(
     assert before["car3"]["revision"] == 10
 
 
-def test_health_conditions_of_each_failure_mode_on_the_twins(fresh_settings: Settings) -> None:
+def test_health_conditions_of_each_failure_mode_on_the_twins(
+    stack_env: dict[str, str], fresh_settings: Settings
+) -> None:
     failures = {
         "tires": {"tire_pressure_1_2": 22},
         "shocks": {"accelerometer_2_2_value": 3.4},
@@ -139,3 +147,26 @@ def test_health_conditions_of_each_failure_mode_on_the_twins(fresh_settings: Set
     assert twins["tires"]["health"]["status"] == "attention"
     names = {i["name"] for i in twins_collection(fresh_settings).list_indexes()}
     assert {"condition", "anomalous", "last_seen", "firmware"} <= names
+
+    # The same, through the CLI.
+    env = cli_env(stack_env, fresh_settings) | {"COLUMNS": "200"}  # rich: no wrapping
+
+    def fleet(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(FLEET), *args], env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+
+    listed = fleet("twin", "list", "--condition", "tire_pressure_low", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [json.loads(line)["_id"] for line in listed.stdout.splitlines()] == ["tires"]
+    table = fleet("twin", "list", "--firmware", "1000")
+    assert table.returncode == 0, table.stderr
+    assert "firmware_outdated" in table.stdout and "1 twin(s)" in table.stdout
+    got = fleet("twin", "get", "shocks")
+    assert got.returncode == 0, got.stderr
+    assert json.loads(got.stdout)["health"]["conditions"][0]["key"] == "shock_absorber_2_2"
+    missing = fleet("twin", "get", "nope")
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == "fleet: error: no twin for car 'nope'"
+    bad = fleet("twin", "list", "--condition", "flat")
+    assert bad.returncode == 2 and "choose from" in bad.stderr
