@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT    := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
 
-.PHONY: setup system python kafka-jars test lint typecheck pytest up down clean
+.PHONY: setup system python kafka-jars lock test lint typecheck pytest up down clean
 
 setup: system python kafka-jars  ## install everything the platform and its tests need
 
@@ -23,11 +23,17 @@ system:  ## Debian packages: Mosquitto, Java 17, Maven (for Kafka's jars), Chrom
 
 python: $(BIN)/fleet  ## a virtualenv with the platform and its test tools
 
-$(BIN)/fleet: pyproject.toml
+# constraints.txt pins the versions that work together (TF 2.16 holds protobuf < 5, which
+# otherwise sends pip's resolver backtracking through google-api-core for many minutes).
+# Refresh it with `make lock` after changing dependencies.
+$(BIN)/fleet: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[all,test]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[all,test]"
 	@touch $@
+
+lock:  ## re-pin constraints.txt from the current virtualenv
+	$(BIN)/pip freeze --exclude-editable | grep -v '^fleet-twin' > constraints.txt
 
 kafka-jars: python  ## resolve Apache Kafka's jars from Maven Central into the cache (once)
 	$(BIN)/fleet stack install

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import fastavro
+import numpy as np
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from google.cloud import storage
 from prometheus_client import Counter, Gauge, Histogram
@@ -27,7 +27,7 @@ from fleet.avro import HEADER_SIZE, AvroDecodeError
 from fleet.logs import get_logger
 from fleet.service import Shutdown
 from fleet.settings import Settings
-from lake.avrofile import car_and_time, container_file, zigzag
+from lake.avrofile import car_and_time, container_file, parse_batch, varint_suffixes, zigzag
 from lake.datasets import Dataset, datasets
 from lake.naming import object_name
 from lake.segments import PartitionSegmenter, Rules, Segment
@@ -72,7 +72,7 @@ def plan_objects(ds: Dataset, topic: str, segment: Segment) -> list[PlannedObjec
     for hour in sorted(segment.files):
         f = segment.files[hour]
         name = object_name(ds.prefix, hour, topic, segment.partition, f.first_offset)
-        cars = ",".join(sorted(f.cars))
+        cars = ",".join(sorted(c.decode(errors="replace") for c in f.cars))
         metadata = {
             "records": str(len(f.payloads)),
             "min_event_time": str(f.min_time),
@@ -101,8 +101,10 @@ class Archiver:
         self.rules = rules_from(settings)
         self.datasets = {ds.topic: ds for ds in datasets(settings)}
         self.bucket = bucket if bucket is not None else clients.gcs_bucket(settings)
+        # Bigger fetches than librdkafka's 1 MB per partition: the archiver reads in bulk.
+        fetch = {"max.partition.fetch.bytes": 8 * 1024 * 1024, "fetch.max.bytes": 64 * 1024 * 1024}
         self.consumer: Consumer = clients.kafka_consumer(
-            settings, settings.groups.lake, **consumer_overrides
+            settings, settings.groups.lake, **(fetch | consumer_overrides)
         )
         self.segmenters: dict[tuple[str, int], PartitionSegmenter] = {}
         self.opened_at: dict[tuple[str, int], float] = {}
@@ -158,60 +160,81 @@ class Archiver:
             self.upload_and_commit(closed)
         BUFFERED.set(sum(s.open.count for s in self.segmenters.values() if s.open))
 
-    def feed(self, messages: Iterable[Message]) -> list[tuple[str, Segment]]:
+    def feed(self, messages: list[Message]) -> list[tuple[str, Segment]]:
+        """Group a batch by partition and feed each group to its segmenter, vectorized."""
+        good = [m for m in messages if m.error() is None]
+        if len(good) < len(messages):
+            for msg in messages:
+                error = msg.error()
+                if error is not None and error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consume error", error=str(error))
+        # Group by partition, keeping offset order (consume returns long runs per partition).
+        keys = [(m.topic(), m.partition()) for m in good]
+        groups: dict[tuple[str, int], list[Message]] = {}
+        if keys and keys[0] == keys[-1] and len(set(keys)) == 1:
+            groups[keys[0]] = good  # type: ignore[index]
+        else:
+            for key, msg in zip(keys, good, strict=True):
+                groups.setdefault(key, []).append(msg)  # type: ignore[arg-type]
         closed: list[tuple[str, Segment]] = []
         now = time.monotonic()
-        for msg in messages:
-            error = msg.error()
-            if error is not None:
-                if error.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consume error", error=str(error))
-                continue
-            topic, partition = cast(str, msg.topic()), cast(int, msg.partition())
-            offset = cast(int, msg.offset())
-            ds = self.datasets[topic]
-            value = msg.value() or b""
-            if value[:HEADER_SIZE] == ds.codec.header:
-                body = value[HEADER_SIZE:]
-            else:  # another known writer version: resolve it to the current schema
-                try:
-                    buf = io.BytesIO()
-                    fastavro.schemaless_writer(buf, ds.codec.schema, ds.codec.decode(value))
-                    body = buf.getvalue()
-                except AvroDecodeError as exc:
-                    SKIPPED.labels(ds.name).inc()
-                    log.warning(
-                        "skipping undecodable message",
-                        topic=topic,
-                        offset=offset,
-                        partition=partition,
-                        reason=str(exc),
-                    )
-                    continue
-            try:
-                car_id, event_time = car_and_time(body, 0)
-            except (ValueError, IndexError, UnicodeDecodeError) as exc:
+        for (topic, partition), group in groups.items():
+            if (topic, partition) not in self.assigned:
+                continue  # fetched before a revocation: its next owner archives it
+            segmenter = self.segmenters.get((topic, partition))
+            if segmenter is None:
+                segmenter = self.segmenters[(topic, partition)] = PartitionSegmenter(
+                    partition, self.rules
+                )
+            if segmenter.open is None:
+                self.opened_at[(topic, partition)] = now
+            columns = self._columns(self.datasets[topic], partition, group)
+            closed += [(topic, s) for s in segmenter.add_batch(*columns)]
+            if segmenter.open is None:
+                self.opened_at.pop((topic, partition), None)
+        return closed
+
+    @staticmethod
+    def _columns(
+        ds: Dataset, partition: int, group: list[Message]
+    ) -> tuple[np.ndarray, np.ndarray, list[bytes], list[bytes]]:
+        """Offsets, event times, car ids and lake payloads (Avro body + Kafka position)."""
+        values = [m.value() or b"" for m in group]
+        offsets = np.array([m.offset() for m in group], np.int64)
+        ok, times, cars = parse_batch(values, ds.codec.header)
+        suffixes = varint_suffixes(zigzag(partition), offsets)
+        skip = HEADER_SIZE
+        payloads = [v[skip:] + x for v, x in zip(values, suffixes, strict=True)]
+        if ok.all():
+            return offsets, times, cars, payloads
+        keep = ok.copy()
+        for i in np.flatnonzero(~ok).tolist():
+            try:  # another known writer version: resolve it to the current schema
+                buf = io.BytesIO()
+                fastavro.schemaless_writer(buf, ds.codec.schema, ds.codec.decode(values[i]))
+                body = buf.getvalue()
+                car, event_time = car_and_time(body, 0)
+            except (AvroDecodeError, ValueError, IndexError, UnicodeDecodeError) as exc:
                 SKIPPED.labels(ds.name).inc()
                 log.warning(
-                    "skipping corrupt message",
-                    topic=topic,
-                    offset=offset,
+                    "skipping undecodable message",
+                    topic=ds.topic,
                     partition=partition,
+                    offset=int(offsets[i]),
                     reason=str(exc),
                 )
                 continue
-            key = (topic, partition)
-            segmenter = self.segmenters.get(key)
-            if segmenter is None:
-                segmenter = self.segmenters[key] = PartitionSegmenter(partition, self.rules)
-            if segmenter.open is None:
-                self.opened_at[key] = now
-            payload = body + zigzag(partition) + zigzag(offset)
-            for segment in segmenter.add(offset, event_time, car_id, payload):
-                closed.append((topic, segment))
-            if segmenter.open is None:
-                self.opened_at.pop(key, None)
-        return closed
+            keep[i] = True
+            times[i] = event_time
+            cars[i] = car.encode()
+            payloads[i] = body + suffixes[i]
+        index = np.flatnonzero(keep).tolist()
+        return (
+            offsets[keep],
+            times[keep],
+            [cars[i] for i in index],
+            [payloads[i] for i in index],
+        )
 
     def flush_due(self, final: bool) -> list[tuple[str, Segment]]:
         """Cut open segments that are old enough (or all, when stopping) and caught up with the
@@ -227,15 +250,19 @@ class Archiver:
             topic, partition = key
             tp = TopicPartition(topic, partition)
             try:
-                _, high = self.consumer.get_watermark_offsets(tp, timeout=5, cached=False)
                 position = self.consumer.position([tp])[0].offset
+                # The high watermark of the last fetch is free; ask the broker only to confirm.
+                _, high = self.consumer.get_watermark_offsets(tp, cached=True)
+                if position < 0 or position != high:
+                    continue  # not caught up: more records will decide the cut
+                _, high = self.consumer.get_watermark_offsets(tp, timeout=5, cached=False)
             except Exception as exc:  # the broker is away: try again next round
                 log.warning(
                     "cannot read end of log", topic=topic, partition=partition, error=str(exc)
                 )
                 continue
-            if position < 0 or position != high:
-                continue  # not caught up: more records will decide the cut
+            if position != high:
+                continue
             segment = segmenter.flush(high)
             self.opened_at.pop(key, None)
             if segment is not None:

@@ -188,10 +188,12 @@ class Lake:
             results = pool.map(fn, objects)
             if not show or len(objects) < PROGRESS_FROM:
                 return list(results)
+            from rich.console import Console
             from rich.progress import Progress
 
             out = []
-            with Progress(transient=True) as bar:
+            # On stderr, so a bar never mixes with data written to stdout.
+            with Progress(console=Console(stderr=True), transient=True) as bar:
                 task = bar.add_task(what, total=len(objects))
                 for frame in results:
                     out.append(frame)

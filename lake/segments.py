@@ -15,7 +15,6 @@ same objects, byte for byte:
   windows are ``window_ms`` slots of ``event_time - grace_ms``, and a record whose slot is newer
   than every slot in the segment cuts; older (late) records never cut, they go to their own
   hour's file;
-- ``schema``: the record was written with another schema than the segment's (cut before it).
 
 One cut is not computable from the records: the **flush** of a thin stream, so its data does
 not wait in Kafka for the next record. It is allowed only when the consumer has read to the end
@@ -31,10 +30,22 @@ superset of the records, and the old object is overwritten rather than duplicate
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
 
 from lake.naming import HOUR_MS, hour_of
+
+
+class _Batch(NamedTuple):
+    offsets: np.ndarray
+    event_times: np.ndarray
+    hours: np.ndarray
+    slots: np.ndarray
+    cars: Sequence[bytes]
+    payloads: Sequence[bytes]
 
 
 @dataclass(frozen=True)
@@ -62,14 +73,13 @@ class HourFile:
     payloads: list[bytes] = field(default_factory=list)
     min_time: int = 2**63 - 1
     max_time: int = -(2**63)
-    cars: set[str] = field(default_factory=set)
+    cars: set[bytes] = field(default_factory=set)
 
 
 @dataclass
 class Segment:
     partition: int
     start: int  # offset of its first record
-    schema: Hashable
     end: int = 0  # offset after its last record (exclusive), set as records come
     count: int = 0
     size: int = 0
@@ -86,28 +96,21 @@ class PartitionSegmenter:
         self.rules = rules
         self.open: Segment | None = None
 
-    def add(
-        self,
-        offset: int,
-        event_time: int,
-        car_id: str,
-        payload: bytes,
-        schema: Hashable = None,
-    ) -> list[Segment]:
-        """Add one record; return the segments this closed (zero, one, or two)."""
+    def add(self, offset: int, event_time: int, car_id: bytes, payload: bytes) -> list[Segment]:
+        """Add one record; return the segments this closed (zero, one, or two).
+
+        The reference implementation of the rules; :meth:`add_batch` is the fast path and
+        must cut exactly where a sequence of ``add`` calls would.
+        """
         rules = self.rules
         closed: list[Segment] = []
         segment = self.open
         slot = (event_time - rules.grace_ms) // rules.window_ms
-        if segment is not None:
-            if slot > segment.window:
-                closed.append(self._cut("window"))
-                segment = None
-            elif schema != segment.schema:
-                closed.append(self._cut("schema"))
-                segment = None
+        if segment is not None and slot > segment.window:
+            closed.append(self._cut("window"))
+            segment = None
         if segment is None:
-            segment = self.open = Segment(self.partition, offset, schema)
+            segment = self.open = Segment(self.partition, offset)
         hour = hour_of(event_time)
         hour_file = segment.files.get(hour)
         if hour_file is None:
@@ -125,6 +128,92 @@ class PartitionSegmenter:
         elif segment.size >= rules.max_bytes:
             closed.append(self._cut("bytes"))
         return closed
+
+    def add_batch(
+        self,
+        offsets: np.ndarray,
+        event_times: np.ndarray,
+        cars: Sequence[bytes],
+        payloads: Sequence[bytes],
+        sizes: np.ndarray | None = None,
+    ) -> list[Segment]:
+        """Add records in offset order, vectorized; the same cuts as one ``add`` per record."""
+        rules = self.rules
+        n = len(offsets)
+        if sizes is None:
+            sizes = np.fromiter(map(len, payloads), np.int64, n)
+        slots = (event_times - rules.grace_ms) // rules.window_ms
+        hours = event_times // HOUR_MS
+        closed: list[Segment] = []
+        i = 0
+        while i < n:
+            if self.open is None:
+                self.open = Segment(self.partition, int(offsets[i]))
+            segment = self.open
+            rest = slots[i:]
+            # Window: the first record whose slot is newer than every slot before it in the
+            # segment (the first record of an empty segment never cuts).
+            before = np.maximum.accumulate(rest)
+            newest = np.empty_like(rest)
+            newest[0] = segment.window
+            np.maximum(before[:-1], segment.window, out=newest[1:])
+            newer = np.flatnonzero(rest > newest)
+            if segment.count == 0 and len(newer) and newer[0] == 0:
+                newer = newer[1:]
+            window_at = int(newer[0]) + i if len(newer) else n + 1
+            count_end = i + rules.max_records - segment.count
+            cum = np.cumsum(sizes[i:]) + segment.size
+            reach = int(np.searchsorted(cum, rules.max_bytes))  # first index with cum >= cap
+            bytes_end = i + reach + 1 if reach < len(cum) else n + 1
+            end = min(n, count_end, bytes_end, window_at)
+            batch = _Batch(offsets, event_times, hours, slots, cars, payloads)
+            self._take(segment, batch, i, end, cum)
+            if end == count_end:
+                closed.append(self._cut("count"))
+            elif end == bytes_end:
+                closed.append(self._cut("bytes"))
+            elif end == window_at:
+                closed.append(self._cut("window"))
+            i = end
+        return closed
+
+    @staticmethod
+    def _take(segment: Segment, batch: _Batch, i: int, end: int, cum: np.ndarray) -> None:
+        """Move records [i, end) of the batch into the segment's hour files."""
+        offsets, event_times, hours, slots, cars, payloads = batch
+        if end <= i:
+            return
+        chunk_hours = hours[i:end]
+        first_hour, last_hour = int(chunk_hours.min()), int(chunk_hours.max())
+        groups: list[tuple[int, np.ndarray | None]]
+        if first_hour == last_hour:
+            groups = [(first_hour, None)]
+        else:
+            groups = [
+                (int(h), np.flatnonzero(chunk_hours == h) + i) for h in np.unique(chunk_hours)
+            ]
+        for hour, idx in groups:
+            if idx is None:
+                first = int(offsets[i])
+                times = event_times[i:end]
+                new_payloads = list(payloads[i:end])
+                new_cars = cars[i:end]
+            else:
+                first = int(offsets[idx[0]])
+                times = event_times[idx]
+                new_payloads = [payloads[k] for k in idx]
+                new_cars = [cars[k] for k in idx]
+            hour_file = segment.files.get(hour)
+            if hour_file is None:
+                hour_file = segment.files[hour] = HourFile(hour, first)
+            hour_file.payloads.extend(new_payloads)
+            hour_file.cars.update(new_cars)
+            hour_file.min_time = min(hour_file.min_time, int(times.min()))
+            hour_file.max_time = max(hour_file.max_time, int(times.max()))
+        segment.count += end - i
+        segment.size = int(cum[end - 1 - i])
+        segment.end = int(offsets[end - 1]) + 1
+        segment.window = max(segment.window, int(slots[i:end].max()))
 
     def flush(self, end: int) -> Segment | None:
         """Cut the open segment at ``end`` (the end of the log): only when caught up, see above."""

@@ -76,7 +76,7 @@ def expected_objects(
     messages = telemetry_codec().encode_many(records)
     for offset, (record, message) in enumerate(zip(records, messages, strict=True)):
         payload = message[HEADER_SIZE:] + zigzag(partition) + zigzag(offset)
-        closed += seg.add(offset, record["event_time"], record["car_id"], payload)
+        closed += seg.add(offset, record["event_time"], record["car_id"].encode(), payload)
     tail = seg.flush(len(records))
     closed += [tail] if tail else []
     topic = settings.topics.telemetry

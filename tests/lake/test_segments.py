@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
+import numpy as np
 import pytest
 
 from lake.naming import HOUR_MS, hour_of
 from lake.segments import PartitionSegmenter, Rules, Segment
 from tests.lake.helpers import T0
 
-Rec = tuple[int, int, str, bytes]  # offset, event time, car, payload
+Rec = tuple[int, int, bytes, bytes]  # offset, event time, car, payload
 
 
 def stream(n: int, step_ms: int = 1000, start: int = 0) -> list[Rec]:
-    return [(start + i, T0 + i * step_ms, f"car-{i % 3}", b"x" * 10) for i in range(n)]
+    return [(start + i, T0 + i * step_ms, f"car-{i % 3}".encode(), b"x" * 10) for i in range(n)]
 
 
 def feed(rules: Rules, records: list[Rec]) -> tuple[list[Segment], PartitionSegmenter]:
@@ -72,24 +74,17 @@ def test_grace_keeps_early_records_of_the_next_hour_in_the_segment_as_their_own_
 
 def test_late_events_go_to_their_own_hour_file_and_never_cut() -> None:
     records = [
-        (0, T0 + 2 * HOUR_MS, "a", b"p"),
-        (1, T0 + 2 * HOUR_MS + 5, "b", b"p"),
-        (2, T0 + 10, "late", b"p"),  # two hours late
-        (3, T0 + 2 * HOUR_MS + 9, "a", b"p"),
-        (4, T0 + HOUR_MS + 1, "late", b"p"),
-        (5, T0 + 3 * HOUR_MS, "a", b"p"),  # newer hour: cut before
+        (0, T0 + 2 * HOUR_MS, b"a", b"p"),
+        (1, T0 + 2 * HOUR_MS + 5, b"b", b"p"),
+        (2, T0 + 10, b"late", b"p"),  # two hours late
+        (3, T0 + 2 * HOUR_MS + 9, b"a", b"p"),
+        (4, T0 + HOUR_MS + 1, b"late", b"p"),
+        (5, T0 + 3 * HOUR_MS, b"a", b"p"),  # newer hour: cut before
     ]
     closed, _ = feed(Rules(), records)
     h = hour_of(T0)
     assert shape(closed) == [(0, 5, "window", [(h, 2, 1), (h + 1, 4, 1), (h + 2, 0, 3)])]
-    assert closed[0].files[h].cars == {"late"}
-
-
-def test_a_new_writer_schema_cuts_the_segment() -> None:
-    seg = PartitionSegmenter(0, Rules())
-    assert seg.add(0, T0, "a", b"p", schema="v1") == []
-    closed = seg.add(1, T0 + 1, "a", b"p", schema="v2")
-    assert [(s.start, s.end, s.reason, s.schema) for s in closed] == [(0, 1, "schema", "v1")]
+    assert closed[0].files[h].cars == {b"late"}
 
 
 def test_flush_cuts_the_open_segment_at_the_end_of_the_log_only() -> None:
@@ -111,7 +106,7 @@ def messy_stream(n: int, seed: int) -> list[Rec]:
         if rng.random() < 0.1:
             t -= rng.choice([1, 2, 5]) * HOUR_MS
         offset += 1 if rng.random() < 0.95 else 3
-        out.append((offset, t, f"car-{rng.randrange(20)}", bytes(rng.randrange(5, 40))))
+        out.append((offset, t, f"car-{rng.randrange(20)}".encode(), bytes(rng.randrange(5, 40))))
     return out
 
 
@@ -159,3 +154,59 @@ def test_a_flush_then_crash_is_overwritten_by_a_superset_with_the_same_names() -
     upload([tail])
     archived = sorted(p for content in store.values() for p in content)
     assert archived == sorted(r[3] for r in records)  # each record exactly once
+
+
+def feed_in_batches(
+    rules: Rules, records: list[Rec], rng: random.Random
+) -> tuple[list[Segment], PartitionSegmenter]:
+    seg = PartitionSegmenter(0, rules)
+    closed: list[Segment] = []
+    i = 0
+    while i < len(records):
+        j = min(len(records), i + rng.choice([1, 2, 7, 50, 300]))
+        chunk = records[i:j]
+        closed += seg.add_batch(
+            np.array([r[0] for r in chunk], np.int64),
+            np.array([r[1] for r in chunk], np.int64),
+            [r[2] for r in chunk],
+            [r[3] for r in chunk],
+        )
+        i = j
+    return closed, seg
+
+
+def full_shape(segments: list[Segment]) -> list[Any]:
+    return [
+        (
+            s.start,
+            s.end,
+            s.reason,
+            s.count,
+            s.size,
+            sorted(
+                (f.hour, f.first_offset, f.payloads, sorted(f.cars), f.min_time, f.max_time)
+                for f in s.files.values()
+            ),
+        )
+        for s in segments
+    ]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_batches_cut_exactly_where_single_records_do_whatever_the_poll_boundaries(
+    seed: int,
+) -> None:
+    rng = random.Random(seed)
+    rules = Rules(
+        max_records=rng.choice([5, 37, 10_000]),
+        max_bytes=rng.choice([60, 700, 10**9]),
+        window_ms=rng.choice([HOUR_MS, 15 * 60_000]),
+        grace_ms=rng.choice([0, 120_000]),
+    )
+    records = [(o, t, c, f"{o}:".encode() + p) for o, t, c, p in messy_stream(800, seed)]
+    one_by_one, seg1 = feed(rules, records)
+    batched, seg2 = feed_in_batches(rules, records, rng)
+    assert full_shape(batched) == full_shape(one_by_one)
+    assert full_shape([seg2.open] if seg2.open else []) == full_shape(
+        [seg1.open] if seg1.open else []
+    )
