@@ -162,13 +162,26 @@ def window_indices(
 
 
 def windows(
-    features: FloatMatrix, car_ids: npt.NDArray[Any], order: npt.NDArray[np.intp], window: int
+    features: FloatMatrix,
+    car_ids: npt.NDArray[Any],
+    order: npt.NDArray[np.intp],
+    window: int,
+    raw: FloatMatrix | None = None,
 ) -> npt.NDArray[np.float32]:
-    """Per-car windows of normalized features: (readings, window, features), aligned with order.
+    """Per-car windows of normalized features: (readings, window, channels), aligned with order.
 
-    The per-window difference to the previous reading is appended, so rising coolant shows.
+    Channels: the features, their difference to the previous reading (rising coolant shows),
+    and, given the raw features, the coolant's rise per ampere drawn: a cooling system that
+    has stopped working heats faster per ampere than a healthy one.
     """
     idx = window_indices(car_ids, order, window)
     stacked = features[idx]
     delta = np.diff(stacked, axis=1, prepend=stacked[:, :1, :])
-    return np.concatenate([stacked, delta], axis=2).astype(np.float32)
+    parts = [stacked, delta]
+    if raw is not None:
+        coolant = raw[:, FEATURES.index("coolant_temp")][idx]
+        current = raw[:, FEATURES.index("current_draw")][idx]
+        rise = np.diff(coolant, axis=1, prepend=coolant[:, :1])
+        per_amp = np.clip(rise / np.maximum(np.abs(current), 1.0), -5.0, 5.0)
+        parts.append(per_amp[:, :, None])
+    return np.concatenate(parts, axis=2).astype(np.float32)

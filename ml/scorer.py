@@ -18,7 +18,14 @@ import time
 from typing import Any
 
 import numpy as np
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 from prometheus_client import Counter, Gauge, Histogram
 
 from fleet import clients
@@ -149,7 +156,14 @@ class Scorer:
         name, version = announcement["model_name"], announcement["model_version"]
         if self.model is not None and self.model.version == version:
             return
-        model = registry.load(self.settings, name, version)
+        try:
+            model = registry.load(self.settings, name, version)
+        except Exception as exc:
+            if self.model is None:
+                raise
+            # A bad promotion must not stop scoring: keep the current version.
+            log.error("cannot load promoted model", version=version, error=str(exc))
+            return
         if self.model is not None:
             MODEL.remove(self.model.name, self.model.version)
         MODEL.labels(name, version).set(1)
@@ -218,10 +232,15 @@ class Scorer:
             now = time.time()
             for t in appended:
                 LATENCY.observe(max(0.0, now - t))
-        consumer.commit(
-            offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
-            asynchronous=False,
-        )
+        try:
+            consumer.commit(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                asynchronous=False,
+            )
+        except KafkaException as exc:
+            # Partitions moved to another scorer mid-batch: it re-scores from the last commit,
+            # and those duplicate events are harmless (keyed to the reading they score).
+            log.warning("commit failed after a rebalance", error=str(exc))
         SCORED.inc(len(records))
         ANOMALIES.inc(anomalies)
         BATCH_SECONDS.observe(time.monotonic() - started)

@@ -191,7 +191,7 @@ def train(
     classifier = None
     if config.supervised and labelled and truth.any() and (~truth).any():
         order = ft.car_order(columns)
-        w = ft.windows(x, columns["car_id"], order, config.window)
+        w = ft.windows(x, columns["car_id"], order, config.window, raw)
         y = truth[order].astype(np.float32)
         val_sorted = in_validation[order]
         classifier = models.window_classifier(config.window, w.shape[2])
@@ -237,13 +237,14 @@ def score_all(
     """Scores of every model on ``columns`` (in their original order)."""
     from ml import models
 
-    x = ft.transform(columns, normalizer)
+    raw = ft.raw_features(columns)
+    x = normalizer.apply(raw)
     out: dict[str, npt.NDArray[Any]] = {
         "autoencoder": models.reconstruction_errors(ae, x).mean(axis=1)
     }
     if classifier is not None:
         order = ft.car_order(columns)
-        w = ft.windows(x, columns["car_id"], order, card["classifier"]["window"])
+        w = ft.windows(x, columns["car_id"], order, card["classifier"]["window"], raw)
         prob = np.empty(len(x), np.float64)
         prob[order] = models.predict(classifier, w).ravel()
         out["classifier"] = prob

@@ -21,8 +21,12 @@ console = Console(stderr=True)
 def train(
     *,
     source: Annotated[
-        str, typer.Option(help="kafka (the telemetry topic, via tensorflow-io) or simulator")
+        str,
+        typer.Option(help="kafka (the telemetry topic, via tensorflow-io), lake or simulator"),
     ] = "kafka",
+    lake_prefix: Annotated[
+        str, typer.Option(help="--source lake: object prefix of Avro files in the bucket")
+    ] = "",
     from_time: Annotated[
         int | None, typer.Option(help="slice start, event time in ms (inclusive)")
     ] = None,
@@ -64,6 +68,13 @@ def train(
         except ShortReadError as exc:
             raise CliError(str(exc)) from exc
         data_range: dict[str, Any] = {"source": "kafka", **info.to_dict()}
+    elif source == "lake":
+        from ml.lake_source import EmptyLakeError, read_lake
+
+        try:
+            columns, data_range = read_lake(settings, lake_prefix, from_time, to_time)
+        except EmptyLakeError as exc:
+            raise CliError(str(exc)) from exc
     elif source == "simulator":
         columns = simdata.simulated_columns(sim_cars, sim_steps, sim_seed, 1, failure_rate)
         data_range = {
@@ -74,7 +85,7 @@ def train(
             "failure_rate": failure_rate,
         }
     else:
-        raise typer.BadParameter("--source must be kafka or simulator")
+        raise typer.BadParameter("--source must be kafka, lake or simulator")
     console.print(f"training {name} on {len(columns['seq'])} readings ({source})")
     eval_columns = (
         simdata.simulated_columns(eval_cars, eval_steps, eval_seed, eval_first_car, failure_rate)

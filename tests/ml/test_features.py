@@ -143,3 +143,16 @@ def test_recall_per_mode_only_counts_readings_with_that_mode_alone() -> None:
     out = ev.recall_per_mode(verdict, modes)
     assert out[FAILURE_MODES[0]] == {"readings": 1, "recall": 1.0}
     assert out[FAILURE_MODES[1]]["readings"] == 0
+
+
+def test_window_channel_shows_coolant_heating_per_ampere() -> None:
+    cars = np.array(["a"] * 3, dtype=object)
+    seq = np.arange(3)
+    raw = np.zeros((3, len(ft.FEATURES)), np.float32)
+    coolant, current = ft.FEATURES.index("coolant_temp"), ft.FEATURES.index("current_draw")
+    raw[:, coolant] = [80.0, 85.0, 100.0]
+    raw[:, current] = [10.0, 10.0, 10.0]
+    order = ft.car_order({"car_id": cars, "seq": seq})
+    w = ft.windows(raw, cars, order, 3, raw)
+    assert w.shape == (3, 3, 2 * len(ft.FEATURES) + 1)
+    np.testing.assert_allclose(w[2, :, -1], [0.0, 0.5, 1.5])

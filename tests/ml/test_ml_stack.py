@@ -276,3 +276,36 @@ def check_events(
                 assert event["score"] == pytest.approx(
                     expected[(event["car_id"], event["seq"])], rel=1e-4, abs=1e-6
                 )
+
+
+def test_training_input_from_the_lake_follows_the_same_slice_rules(
+    fresh_settings: Settings,
+) -> None:
+    import io
+
+    import fastavro
+
+    from fleet.avro import load_schema
+    from ml.lake_source import EmptyLakeError, read_lake
+
+    records = simdata.simulated_records(20, 10, seed=12)
+    prefix = f"test-lake-{uuid.uuid4().hex[:8]}/"
+    bucket = clients.gcs_bucket(fresh_settings)
+    schema = fastavro.parse_schema(load_schema("telemetry-v1"))
+    for i, part in enumerate((records[:120], records[100:])):  # 20 readings in both files
+        buf = io.BytesIO()
+        fastavro.writer(buf, schema, part)
+        bucket.blob(f"{prefix}part-{i}.avro").upload_from_string(buf.getvalue())
+    bucket.blob(f"{prefix}_SUCCESS").upload_from_string(b"")
+    start, end = START + 2 * INTERVAL, START + 8 * INTERVAL
+    columns, info = read_lake(fresh_settings, prefix, start, end)
+    expected = {(r["car_id"], r["seq"]) for r in records if start <= r["event_time"] < end}
+    got = set(zip(columns["car_id"].tolist(), columns["seq"].tolist(), strict=True))
+    assert got == expected and len(columns["seq"]) == len(expected) == 120
+    assert info["objects"] == [f"{prefix}part-0.avro", f"{prefix}part-1.avro"]
+    assert info["duplicates"] == 20
+    # The same pipeline as Kafka input: features and labels.
+    assert ft.raw_features(columns).shape == (120, len(ft.FEATURES))
+    assert ft.has_labels(columns)
+    with pytest.raises(EmptyLakeError):
+        read_lake(fresh_settings, f"{prefix}nothing/")
