@@ -123,7 +123,27 @@ class Browser:
             interval=0.3,
         )
 
+    def wait_rendered(self, timeout: float = 60) -> None:
+        """Until every chart has drawn and every data grid has its canvas (they draw late)."""
+        script = """(() => {
+            const shown = (sel) => [...document.querySelectorAll(sel)].filter(
+                (e) => e.getClientRects().length > 0);  // not in a hidden tab or expander
+            const charts = shown('[data-testid="stVegaLiteChart"]');
+            const grids = shown('[data-testid="stDataFrame"]');
+            const drawn = (e) => e.querySelector('canvas, svg') !== null
+                && e.getBoundingClientRect().width > 50;
+            return charts.every(drawn) && grids.every(
+                (g) => g.querySelector('[data-testid="data-grid-canvas"]') !== null);
+        })()"""
+
+        def rendered() -> bool:
+            result = self.call("Runtime.evaluate", expression=script)
+            return bool(result["result"].get("value"))
+
+        wait_for(rendered, timeout=timeout, what="charts and tables to draw", interval=0.3)
+
     def screenshot(self, path: Path) -> Path:
+        self.wait_rendered()
         data = self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(data["data"]))

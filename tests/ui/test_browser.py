@@ -37,6 +37,8 @@ def environment(settings: Settings, stack_env: dict[str, str]) -> dict[str, str]
         "FLEET_TOPICS_TELEMETRY": settings.topics.telemetry,
         "FLEET_TOPICS_ANOMALIES": settings.topics.anomalies,
         "FLEET_GROUPS_TWIN": settings.groups.twin,
+        "FLEET_TOPICS_MODELS": settings.topics.models,
+        "FLEET_GCS_BUCKET": settings.gcs.bucket,
     }
 
 
@@ -90,13 +92,23 @@ def test_explorer_in_a_browser(fleet: Fleet, explorer: str) -> None:
 
         car = next(t for t in twins if t["anomaly"] and t["anomaly"]["is_anomaly"])
         browser.open(f"{explorer}/car?car={car['_id']}")
-        text = browser.wait_for_text("Car detail", "Verdict", "anomalous", "Reported")
+        text = browser.wait_for_text("Car detail", "Car id", "Verdict", "anomalous", "Reported")
         assert f"{car['anomaly']['score']:.3f}" in text
         browser.screenshot(ARTIFACTS / "ui-car.png")
 
         browser.open(f"{explorer}/anomalies")
         browser.wait_for_text("Anomalies", "What drives the scores")
         browser.screenshot(ARTIFACTS / "ui-anomalies.png")
+
+        browser.open(f"{explorer}/lake")
+        text = browser.wait_for_text("Dataset", "Events archived", "Failure-mode incidence")
+        readings = sum(t["counters"]["readings_applied"] for t in twins)
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        assert lines[lines.index("Events archived") + 1] == f"{readings:,}"
+        browser.screenshot(ARTIFACTS / "ui-lake.png")
+
+        browser.open(f"{explorer}/models")
+        browser.wait_for_text("The model registry is empty")
 
         browser.open(f"{explorer}/car?car=no-such-car")
         browser.wait_for_text("No car with id")

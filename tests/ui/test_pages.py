@@ -201,7 +201,7 @@ def test_lake(fleet: Fleet, render: Render) -> None:
     assert set(result["car_id"]) == {"car5", "car6"}
     assert len(result) == wanted
 
-    at.segmented_control(key="lake.dataset").set_value("anomalies").run()
+    at.radio(key="lake.dataset").set_value("anomalies").run()
     assert metrics(at)["Events archived"] == str(len(scores))
 
 

@@ -79,6 +79,7 @@ with tabs[0]:
         pd.DataFrame(present.reported_rows(twin)),
         hide_index=True,
         width="stretch",
+        height=38 + 35 * 18,
         column_config={"value": st.column_config.NumberColumn("value", format="%.4g")},
     )
 with tabs[1]:

@@ -14,12 +14,7 @@ from ui import context, lake_data
 from ui.widgets import fmt_int
 
 st.title("Lake")
-dataset = (
-    st.segmented_control(
-        "Dataset", ["telemetry", "anomalies"], default="telemetry", key="lake.dataset"
-    )
-    or "telemetry"
-)
+dataset = st.radio("Dataset", ["telemetry", "anomalies"], horizontal=True, key="lake.dataset")
 k = lake_data.key()
 try:
     inventory = lake_data.inventory(k, dataset)
@@ -36,7 +31,8 @@ if inventory.objects == 0 or inventory.first is None or inventory.last is None:
 cols = st.columns(4)
 cols[0].metric("Events archived", fmt_int(inventory.events))
 cols[1].metric("Objects", fmt_int(inventory.objects))
-cols[2].metric("Size", f"{inventory.bytes / 2**20:,.1f} MiB")
+size = inventory.bytes
+cols[2].metric("Size", f"{size / 2**20:,.1f} MiB" if size >= 2**20 else f"{size / 2**10:,.1f} KiB")
 cols[3].metric(
     "Event-time span", f"{(inventory.last - inventory.first).total_seconds() / 3600:,.1f} h"
 )
@@ -70,7 +66,7 @@ cols[1].metric("Cars in range", fmt_int(summary.summary["cars"]))
 if not summary.per_hour.empty:
     st.altair_chart(
         alt.Chart(summary.per_hour)
-        .mark_bar()
+        .mark_bar(size=24)
         .encode(
             x=alt.X("hour start:T", title="event hour (UTC)"),
             y=alt.Y("events:Q"),
