@@ -1,21 +1,21 @@
-"""Training input from the data lake (batch mode): Avro container files of telemetry records in
-the GCS bucket, read with fastavro, through the same slice rules and feature pipeline as Kafka.
+"""Training input from the data lake (batch mode), through the lake's own reader.
 
-Any object under the prefix whose name ends in ``.avro`` is read; records keep the event-time
-range ``[start_ms, end_ms)`` and duplicates (same car id and seq) are dropped, as for Kafka.
+`lake.reader.Lake` lists only the event-date/hour partitions the slice needs; here the slice
+rules match the Kafka source: event time in ``[start_ms, end_ms)``, and a reading archived
+twice (same car id and seq, e.g. produced twice by a restarted bridge) counts once.
 """
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
-import fastavro
+import numpy as np
 import numpy.typing as npt
+import polars as pl
 
-from fleet import clients
+from fleet.contract import SENSORS
 from fleet.settings import Settings
-from ml.features import columns_from_records
+from lake.reader import Lake
 
 
 class EmptyLakeError(RuntimeError):
@@ -23,41 +23,43 @@ class EmptyLakeError(RuntimeError):
 
 
 def read_lake(
-    settings: Settings, prefix: str, start_ms: int | None = None, end_ms: int | None = None
+    settings: Settings, start_ms: int | None = None, end_ms: int | None = None
 ) -> tuple[dict[str, npt.NDArray[Any]], dict[str, Any]]:
-    bucket = clients.gcs_bucket(settings)
-    names: list[str] = []
-    seen: set[tuple[str, int]] = set()
-    records: list[dict[str, Any]] = []
-    duplicates = 0
-    for blob in clients.gcs_client(settings).list_blobs(bucket, prefix=prefix):
-        if not blob.name.endswith(".avro"):
-            continue
-        names.append(blob.name)
-        for record in fastavro.reader(io.BytesIO(blob.download_as_bytes())):
-            assert isinstance(record, dict)
-            t = record["event_time"]
-            if (start_ms is not None and t < start_ms) or (end_ms is not None and t >= end_ms):
-                continue
-            key = (record["car_id"], record["seq"])
-            if key in seen:
-                duplicates += 1
-                continue
-            seen.add(key)
-            records.append(record)
-    if not records:
+    """Telemetry columns (the feature pipeline's input) and a description of the slice."""
+    lake = Lake(settings)
+    frame = lake.read_polars("telemetry", start=start_ms, end=end_ms)
+    if frame.height == 0:
         raise EmptyLakeError(
-            f"no telemetry in gs://{settings.gcs.bucket}/{prefix}*.avro "
-            f"with event time in [{start_ms}, {end_ms})"
+            f"no telemetry in the lake (gs://{settings.gcs.bucket}) with event time in "
+            f"[{start_ms}, {end_ms})"
         )
+    unique = frame.sort("kafka_partition", "kafka_offset").unique(
+        subset=["car_id", "seq"], keep="first", maintain_order=True
+    )
     info = {
         "source": "lake",
         "bucket": settings.gcs.bucket,
-        "prefix": prefix,
-        "objects": sorted(names),
+        "objects": lake.last_read,
         "start_ms": start_ms,
         "end_ms": end_ms,
-        "readings": len(records),
-        "duplicates": duplicates,
+        "readings": unique.height,
+        "duplicates": frame.height - unique.height,
     }
-    return columns_from_records(records), info
+    return _columns(unique), info
+
+
+def _columns(frame: pl.DataFrame) -> dict[str, npt.NDArray[Any]]:
+    """The same columns as `ml.features.columns_from_records`, straight from Arrow."""
+    columns: dict[str, npt.NDArray[Any]] = {
+        "car_id": frame["car_id"].to_numpy().astype(object),
+        "event_time": frame["event_time"].to_numpy().astype(np.int64),
+        "seq": frame["seq"].to_numpy().astype(np.int64),
+    }
+    for name in SENSORS:
+        columns[name] = frame[name].to_numpy().astype(np.float64)
+    columns["failure_occurred"] = np.array(frame["failure_occurred"].to_list(), dtype=object)
+    modes = np.empty(frame.height, dtype=object)  # filled one by one: tuples must stay tuples
+    for i, active in enumerate(frame["failure_modes"].to_list()):
+        modes[i] = tuple(active or ())
+    columns["failure_modes"] = modes
+    return columns

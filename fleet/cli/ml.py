@@ -24,9 +24,6 @@ def train(
         str,
         typer.Option(help="kafka (the telemetry topic, via tensorflow-io), lake or simulator"),
     ] = "kafka",
-    lake_prefix: Annotated[
-        str, typer.Option(help="--source lake: object prefix of Avro files in the bucket")
-    ] = "",
     from_time: Annotated[
         int | None, typer.Option(help="slice start, event time in ms (inclusive)")
     ] = None,
@@ -72,7 +69,7 @@ def train(
         from ml.lake_source import EmptyLakeError, read_lake
 
         try:
-            columns, data_range = read_lake(settings, lake_prefix, from_time, to_time)
+            columns, data_range = read_lake(settings, from_time, to_time)
         except EmptyLakeError as exc:
             raise CliError(str(exc)) from exc
     elif source == "simulator":

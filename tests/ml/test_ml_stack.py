@@ -281,31 +281,36 @@ def check_events(
 def test_training_input_from_the_lake_follows_the_same_slice_rules(
     fresh_settings: Settings,
 ) -> None:
-    import io
-
-    import fastavro
-
-    from fleet.avro import load_schema
+    """Readings archived by the real lake archiver (20 of them produced twice) come back as
+    the same slice and columns that training from Kafka gets."""
     from ml.lake_source import EmptyLakeError, read_lake
+    from tests.lake.conftest import archiving, produce
+    from tests.lake.test_archiver import wait_archived
 
+    bucket = f"ml-lake-{uuid.uuid4().hex[:8]}"
+    clients.gcs_client(fresh_settings).create_bucket(bucket)
+    settings = fresh_settings.model_copy(
+        update={
+            "gcs": fresh_settings.gcs.model_copy(update={"bucket": bucket}),
+            "lake": fresh_settings.lake.model_copy(update={"flush_seconds": 0.5}),
+        }
+    )
+    with pytest.raises(EmptyLakeError):
+        read_lake(settings)
     records = simdata.simulated_records(20, 10, seed=12)
-    prefix = f"test-lake-{uuid.uuid4().hex[:8]}/"
-    bucket = clients.gcs_bucket(fresh_settings)
-    schema = fastavro.parse_schema(load_schema("telemetry-v1"))
-    for i, part in enumerate((records[:120], records[100:])):  # 20 readings in both files
-        buf = io.BytesIO()
-        fastavro.writer(buf, schema, part)
-        bucket.blob(f"{prefix}part-{i}.avro").upload_from_string(buf.getvalue())
-    bucket.blob(f"{prefix}_SUCCESS").upload_from_string(b"")
+    produce(settings, records)
+    produce(settings, records[100:120])  # redelivered readings
+    with archiving(settings):
+        wait_archived(settings)
     start, end = START + 2 * INTERVAL, START + 8 * INTERVAL
-    columns, info = read_lake(fresh_settings, prefix, start, end)
+    columns, info = read_lake(settings, start, end)
     expected = {(r["car_id"], r["seq"]) for r in records if start <= r["event_time"] < end}
-    got = set(zip(columns["car_id"].tolist(), columns["seq"].tolist(), strict=True))
-    assert got == expected and len(columns["seq"]) == len(expected) == 120
-    assert info["objects"] == [f"{prefix}part-0.avro", f"{prefix}part-1.avro"]
+    got = list(zip(columns["car_id"].tolist(), columns["seq"].tolist(), strict=True))
+    assert set(got) == expected and len(got) == len(expected) == 120
     assert info["duplicates"] == 20
     # The same pipeline as Kafka input: features and labels.
     assert ft.raw_features(columns).shape == (120, len(ft.FEATURES))
     assert ft.has_labels(columns)
-    with pytest.raises(EmptyLakeError):
-        read_lake(fresh_settings, f"{prefix}nothing/")
+    by_key = {(r["car_id"], r["seq"]): r for r in records}
+    for key, speed in zip(got, columns["speed"], strict=True):
+        assert speed == pytest.approx(by_key[key]["speed"], rel=1e-6)
