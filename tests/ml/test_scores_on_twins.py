@@ -1,0 +1,96 @@
+"""Scores reach the twins: scorer (from a registered, promoted model) -> anomaly topic ->
+twin projector -> the `anomaly` part of each car's twin, for the car's latest reading."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from fleet.service import Shutdown
+from fleet.settings import Settings
+from fleet.waiting import wait_for
+from ml import registry, simdata
+from ml import train as training
+from ml.scorer import Scorer
+from tests.ml.test_ml_stack import isolated
+from twin import queries
+from twin.projector import Projector
+
+pytestmark = pytest.mark.integration
+
+
+@contextmanager
+def running(name: str, work: Callable[[Shutdown], object]) -> Iterator[None]:
+    """``work(shutdown)`` in a thread; stopped cleanly on exit, its errors re-raised."""
+    shutdown, errors = Shutdown(), []
+
+    def target() -> None:
+        try:
+            work(shutdown)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        shutdown.request()
+        thread.join(60)
+        assert not thread.is_alive(), f"{name} did not stop"
+    if errors:
+        raise errors[0]
+
+
+def test_scores_of_the_latest_readings_land_on_the_twins(
+    fresh_settings: Settings, tmp_path: Path
+) -> None:
+    settings = isolated(fresh_settings)
+    name = settings.ml.model_name
+    config = training.TrainConfig(epochs=3, supervised=False, progress=False, seed=0)
+    training.train(simdata.simulated_columns(300, 20, seed=5, failure_rate=0.5), config, tmp_path)
+    version = registry.new_version()
+    registry.upload(settings, tmp_path, name, version)
+    registry.promote(settings, name, version)
+
+    readings = simdata.simulated_records(40, 8, seed=9, failure_rate=3.0)
+    latest = {r["car_id"]: r for r in readings}  # each car's newest reading (last step)
+    failing = {car for car, r in latest.items() if r["failure_occurred"]}
+    assert failing and len(failing) < len(latest)
+    simdata.publish(settings, readings)
+
+    collection = queries.twins(settings)
+    fast = {"session.timeout.ms": 6000}
+
+    def scored_on_twins() -> bool:
+        twins = list(collection.find({}, {"anomaly": 1, "last_reading": 1}))
+        return len(twins) == len(latest) and all(
+            t["anomaly"] is not None and t["anomaly"]["seq"] == t["last_reading"]["seq"]
+            for t in twins
+        )
+
+    with (
+        running("scorer", lambda stop: Scorer(settings).run(stop)),
+        running("projector", lambda stop: Projector(settings, stop, **fast).run()),
+    ):
+        wait_for(scored_on_twins, 180, "every twin to carry its latest reading's score")
+
+    for car, reading in latest.items():
+        twin = queries.get_twin(collection, car)
+        assert twin is not None
+        anomaly = twin["anomaly"]
+        assert anomaly["model_name"] == name and anomaly["model_version"] == version
+        assert anomaly["is_anomaly"] == (anomaly["score"] >= anomaly["threshold"])
+        assert twin["last_reading"]["seq"] == reading["seq"]
+    flagged = {
+        t["_id"]
+        for t in queries.top_anomalous(collection, n=len(latest))
+        if t["anomaly"]["is_anomaly"]
+    }
+    # The model sees most failing cars and raises few false alarms on healthy ones.
+    assert len(flagged & failing) >= 0.8 * len(failing)
+    assert len(flagged - failing) <= 0.1 * (len(latest) - len(failing)) + 1
