@@ -39,6 +39,17 @@ class UnknownSchemaError(AvroDecodeError):
     pass
 
 
+def zigzag_varint(value: int) -> bytes:
+    """Avro's zig-zag variable-length encoding of an int or long (for hand-built bodies)."""
+    n = (value << 1) ^ (value >> 63)
+    out = bytearray()
+    while n & ~0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
 def schema_fingerprint(schema: Schema | str) -> bytes:
     """CRC-64-AVRO fingerprint of the schema's canonical form, as the 8 bytes on the wire."""
     return bytes.fromhex(fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO"))

@@ -11,25 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from fleet.avro import Codec, telemetry_codec
+from fleet.avro import Codec, telemetry_codec, zigzag_varint
 from fleet.contract import SENSOR_TYPES, SENSORS
 from ingest.simulator import ReadingBatch
 
 
-def varint(value: int) -> bytes:
-    """Avro's zigzag variable-length encoding of an int or long."""
-    n = (value << 1) ^ (value >> 63)
-    out = bytearray()
-    while n & ~0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def avro_string(text: str) -> bytes:
     data = text.encode()
-    return varint(len(data)) + data
+    return zigzag_varint(len(data)) + data
 
 
 class BatchEncoder:
@@ -57,7 +46,7 @@ class BatchEncoder:
     def _int(self, value: int) -> bytes:
         encoded = self._ints.get(value)
         if encoded is None:
-            encoded = self._ints[value] = varint(value)
+            encoded = self._ints[value] = zigzag_varint(value)
         return encoded
 
     def _label(self, key: int, modes: list[str]) -> bytes:
@@ -65,7 +54,11 @@ class BatchEncoder:
         if encoded is None:
             # failure_occurred: union branch 1 (boolean); failure_modes: branch 1 (array).
             occurred = b"\x02" + (b"\x01" if key else b"\x00")
-            array = varint(len(modes)) + b"".join(avro_string(m) for m in modes) if modes else b""
+            array = (
+                zigzag_varint(len(modes)) + b"".join(avro_string(m) for m in modes)
+                if modes
+                else b""
+            )
             encoded = self._labels[key] = occurred + b"\x02" + array + b"\x00"
         return encoded
 
@@ -74,7 +67,7 @@ class BatchEncoder:
         cars, header = self._cars, self.header
         # header + car id is constant per car; event time and seq are constant per step.
         heads = [cars.get(c) or cars.setdefault(c, header + avro_string(c)) for c in batch.car_ids]
-        time_seq = varint(batch.event_time_ms) + varint(batch.seq)
+        time_seq = zigzag_varint(batch.event_time_ms) + zigzag_varint(batch.seq)
         columns: list[list[bytes]] = [[head + time_seq for head in heads]]
         for kind, names in self.pieces:
             if kind == "f":

@@ -23,11 +23,11 @@ from prometheus_client import Counter, Gauge, Histogram
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
 
 from fleet import clients
-from fleet.avro import HEADER_SIZE, AvroDecodeError
+from fleet.avro import HEADER_SIZE, AvroDecodeError, zigzag_varint
 from fleet.logs import get_logger
 from fleet.service import Shutdown
 from fleet.settings import Settings
-from lake.avrofile import car_and_time, container_file, parse_batch, varint_suffixes, zigzag
+from lake.avrofile import car_and_time, container_file, parse_batch, varint_suffixes
 from lake.datasets import Dataset, datasets
 from lake.naming import object_name
 from lake.segments import PartitionSegmenter, Rules, Segment
@@ -202,7 +202,7 @@ class Archiver:
         values = [m.value() or b"" for m in group]
         offsets = np.array([m.offset() for m in group], np.int64)
         ok, times, cars = parse_batch(values, ds.codec.header)
-        suffixes = varint_suffixes(zigzag(partition), offsets)
+        suffixes = varint_suffixes(zigzag_varint(partition), offsets)
         skip = HEADER_SIZE
         payloads = [v[skip:] + x for v, x in zip(values, suffixes, strict=True)]
         if ok.all():

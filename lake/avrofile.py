@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from cramjam import snappy
 
-from fleet.avro import Schema
+from fleet.avro import Schema, zigzag_varint
 
 MAGIC = b"Obj\x01"
 #: Columns the lake adds to each event: where it came from in Kafka.
@@ -42,17 +42,6 @@ def lake_schema(event_schema: Schema, dataset: str) -> Schema:
         "doc": f"{event_schema.get('doc', '')} Archived by the lake with its Kafka position.",
         "fields": [*event_schema["fields"], *KAFKA_FIELDS],
     }
-
-
-def zigzag(value: int) -> bytes:
-    """Avro's zig-zag varint encoding of an int or long."""
-    n = (value << 1) ^ (value >> 63)
-    out = bytearray()
-    while n & ~0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def read_varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -86,7 +75,7 @@ def sync_marker(name: str) -> bytes:
 
 
 def _avro_bytes(data: bytes) -> bytes:
-    return zigzag(len(data)) + data
+    return zigzag_varint(len(data)) + data
 
 
 def container_file(
@@ -98,15 +87,15 @@ def container_file(
         "avro.schema": json.dumps(schema, separators=(",", ":"), sort_keys=True).encode(),
         "avro.codec": b"snappy",
     }
-    parts = [MAGIC, zigzag(len(meta))]
+    parts = [MAGIC, zigzag_varint(len(meta))]
     for key, value in meta.items():
         parts += [_avro_bytes(key.encode()), _avro_bytes(value)]
-    parts += [zigzag(0), sync]
+    parts += [zigzag_varint(0), sync]
     for start in range(0, len(payloads), block_records):
         chunk = payloads[start : start + block_records]
         raw = b"".join(chunk)
         data = bytes(snappy.compress_raw(raw)) + struct.pack(">I", zlib.crc32(raw) & 0xFFFFFFFF)
-        parts += [zigzag(len(chunk)), zigzag(len(data)), data, sync]
+        parts += [zigzag_varint(len(chunk)), zigzag_varint(len(data)), data, sync]
     return b"".join(parts)
 
 

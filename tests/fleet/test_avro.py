@@ -16,6 +16,7 @@ from fleet.avro import (
     load_schema,
     schema_fingerprint,
     telemetry_codec,
+    zigzag_varint,
 )
 from fleet.contract import SENSOR_TYPES
 
@@ -126,3 +127,16 @@ def test_v2_reader_reads_a_v1_writer_with_the_default() -> None:
 def test_a_reader_without_the_v2_schema_refuses_v2_messages() -> None:
     with pytest.raises(UnknownSchemaError):
         telemetry_codec().decode(Codec(telemetry_v2()).encode(reading()))
+
+
+def test_zigzag_varint_matches_the_spec_examples() -> None:
+    assert [zigzag_varint(v) for v in (0, -1, 1, -2, 2, 63, -64, 64)] == [
+        b"\x00",
+        b"\x01",
+        b"\x02",
+        b"\x03",
+        b"\x04",
+        b"\x7e",
+        b"\x7f",
+        b"\x80\x01",
+    ]

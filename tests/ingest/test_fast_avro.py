@@ -3,19 +3,8 @@
 from __future__ import annotations
 
 from fleet.avro import telemetry_codec
-from ingest.fast_avro import BatchEncoder, varint
+from ingest.fast_avro import BatchEncoder
 from ingest.simulator import FleetSimulator, SimulationConfig
-
-
-def test_varint_matches_avro_zigzag() -> None:
-    assert [varint(v) for v in (0, -1, 1, 63, -64, 64)] == [
-        b"\x00",
-        b"\x01",
-        b"\x02",
-        b"\x7e",
-        b"\x7f",
-        b"\x80\x01",
-    ]
 
 
 def test_bulk_encoding_equals_the_codec_for_every_car_and_step() -> None:

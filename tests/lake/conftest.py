@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +16,7 @@ from fleet.service import Shutdown
 from fleet.settings import Settings
 from fleet.waiting import wait_for
 from lake.archiver import Archiver
+from tests.threads import running_in_thread
 
 FAST_GROUP = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
 
@@ -91,21 +91,5 @@ def archiving(settings: Settings) -> Iterator[Archiver]:
     """The archiver in a thread of this process; stopped (cleanly) on exit."""
     shutdown = Shutdown()
     archiver = Archiver(settings, shutdown, **FAST_GROUP)
-    errors: list[BaseException] = []
-
-    def work() -> None:
-        try:
-            archiver.run()
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=work, name="archiver", daemon=True)
-    thread.start()
-    try:
+    with running_in_thread("archiver", archiver.run, shutdown):
         yield archiver
-    finally:
-        shutdown.request()
-        thread.join(60)
-        assert not thread.is_alive(), "archiver did not stop"
-    if errors:
-        raise errors[0]

@@ -9,10 +9,9 @@ import fastavro
 import pytest
 
 from fleet import clients
-from fleet.avro import HEADER_SIZE, telemetry_codec
+from fleet.avro import HEADER_SIZE, telemetry_codec, zigzag_varint
 from fleet.settings import Settings
 from fleet.waiting import wait_for
-from lake.avrofile import zigzag
 from lake.naming import HOUR_MS, hour_of, object_name
 from lake.reader import Lake
 from lake.segments import PartitionSegmenter, Rules, Segment
@@ -75,7 +74,7 @@ def expected_objects(
     closed: list[Segment] = []
     messages = telemetry_codec().encode_many(records)
     for offset, (record, message) in enumerate(zip(records, messages, strict=True)):
-        payload = message[HEADER_SIZE:] + zigzag(partition) + zigzag(offset)
+        payload = message[HEADER_SIZE:] + zigzag_varint(partition) + zigzag_varint(offset)
         closed += seg.add(offset, record["event_time"], record["car_id"].encode(), payload)
     tail = seg.flush(len(records))
     closed += [tail] if tail else []

@@ -6,14 +6,14 @@ import fastavro
 import polars as pl
 import pytest
 
-from fleet.avro import load_schema, telemetry_codec
-from lake.avrofile import car_and_time, container_file, lake_schema, read_varint, zigzag
+from fleet.avro import load_schema, telemetry_codec, zigzag_varint
+from lake.avrofile import car_and_time, container_file, lake_schema, read_varint
 from tests.lake.helpers import reading
 
 
 @pytest.mark.parametrize("value", [0, 1, -1, 63, -64, 64, 2**31 - 1, -(2**31), 2**62, -(2**63)])
 def test_zigzag_varints_round_trip_like_avro(value: int) -> None:
-    encoded = zigzag(value)
+    encoded = zigzag_varint(value)
     assert read_varint(encoded, 0) == (value, len(encoded))
     buf = io.BytesIO()
     fastavro.schemaless_writer(buf, {"type": "long"}, value)
@@ -26,7 +26,7 @@ def test_container_file_of_message_bodies_reads_back_with_fastavro_and_polars() 
     messages = codec.encode_many(records)
     assert car_and_time(messages[3], 10) == (records[3]["car_id"], records[3]["event_time"])
     schema = lake_schema(load_schema("telemetry-v1"), "telemetry")
-    payloads = [m[10:] + zigzag(4) + zigzag(500 + i) for i, m in enumerate(messages)]
+    payloads = [m[10:] + zigzag_varint(4) + zigzag_varint(500 + i) for i, m in enumerate(messages)]
     data = container_file(schema, payloads, "a/b.avro", block_records=10)
 
     reader = fastavro.reader(io.BytesIO(data))

@@ -3,9 +3,6 @@ twin projector -> the `anomaly` part of each car's twin, for the car's latest re
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -17,33 +14,11 @@ from ml import registry, simdata
 from ml import train as training
 from ml.scorer import Scorer
 from tests.ml.test_ml_stack import isolated
+from tests.threads import running_in_thread
 from twin import queries
 from twin.projector import Projector
 
 pytestmark = pytest.mark.integration
-
-
-@contextmanager
-def running(name: str, work: Callable[[Shutdown], object]) -> Iterator[None]:
-    """``work(shutdown)`` in a thread; stopped cleanly on exit, its errors re-raised."""
-    shutdown, errors = Shutdown(), []
-
-    def target() -> None:
-        try:
-            work(shutdown)
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, name=name, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        shutdown.request()
-        thread.join(60)
-        assert not thread.is_alive(), f"{name} did not stop"
-    if errors:
-        raise errors[0]
 
 
 def test_scores_of_the_latest_readings_land_on_the_twins(
@@ -73,9 +48,11 @@ def test_scores_of_the_latest_readings_land_on_the_twins(
             for t in twins
         )
 
+    scorer_stop, projector_stop = Shutdown(), Shutdown()
+    projector = Projector(settings, projector_stop, **fast)
     with (
-        running("scorer", lambda stop: Scorer(settings).run(stop)),
-        running("projector", lambda stop: Projector(settings, stop, **fast).run()),
+        running_in_thread("scorer", lambda: Scorer(settings).run(scorer_stop), scorer_stop),
+        running_in_thread("projector", projector.run, projector_stop),
     ):
         wait_for(scored_on_twins, 180, "every twin to carry its latest reading's score")
 

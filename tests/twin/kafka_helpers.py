@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -11,6 +10,7 @@ from fleet import clients
 from fleet.avro import anomaly_codec, telemetry_codec
 from fleet.service import Shutdown
 from fleet.settings import Settings
+from tests.threads import running_in_thread
 from twin import store
 from twin.fold import Twin
 from twin.projector import Projector
@@ -46,24 +46,8 @@ def running_projector(settings: Settings) -> Iterator[Projector]:
     """A projector in a thread; stopped (and its errors re-raised) on exit."""
     shutdown = Shutdown()
     projector = Projector(settings, shutdown, **FAST_GROUP)
-    errors: list[BaseException] = []
-
-    def work() -> None:
-        try:
-            projector.run()
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=work, name="projector", daemon=True)
-    thread.start()
-    try:
+    with running_in_thread("projector", projector.run, shutdown):
         yield projector
-    finally:
-        shutdown.request()
-        thread.join(60)
-        assert not thread.is_alive(), "projector did not stop"
-    if errors:
-        raise errors[0]
 
 
 def twins_collection(settings: Settings) -> Any:
