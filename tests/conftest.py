@@ -59,10 +59,9 @@ def settings(stack_env: dict[str, str]) -> Settings:
     return Settings()
 
 
-@pytest.fixture
-def fresh_settings(settings: Settings) -> Settings:
-    """Settings of the session's stack with this test's own topics, database and group ids,
-    so tests sharing the stack never see each other's data. Topics are created here."""
+def isolate(settings: Settings) -> Settings:
+    """``settings`` with their own topics (created here), Mongo database and group ids, so
+    tests sharing the stack never see each other's data."""
     from fleet import clients
     from fleet.topics import create_topics, topic_specs
 
@@ -80,3 +79,9 @@ def fresh_settings(settings: Settings) -> Settings:
     isolated = settings.model_copy(update={"topics": topics, "groups": groups, "mongodb": mongodb})
     create_topics(clients.kafka_admin(isolated), topic_specs(isolated))
     return isolated
+
+
+@pytest.fixture
+def fresh_settings(settings: Settings) -> Settings:
+    """Settings of the session's stack with this test's own topics, database and group ids."""
+    return isolate(settings)

@@ -17,6 +17,7 @@ from fleet.settings import Settings
 from fleet.stack.services import Mosquitto
 from fleet.topics import topic_specs
 from fleet.waiting import wait_for
+from tests.kafka import produce
 
 pytestmark = pytest.mark.integration
 
@@ -37,18 +38,7 @@ def test_ten_thousand_avro_events_round_trip_through_kafka_with_a_consumer_group
     codec = telemetry_codec()
     sent = [synthetic_reading(i) for i in range(10_000)]
 
-    producer = clients.kafka_producer(settings)
-    failures: list[str] = []
-    for record, value in zip(sent, codec.encode_many(sent), strict=True):
-        producer.produce(
-            topic,
-            key=record["car_id"],
-            value=value,
-            on_delivery=lambda err, _msg: err and failures.append(str(err)),
-        )
-        producer.poll(0)
-    assert producer.flush(30) == 0
-    assert failures == []
+    produce(settings, sent, topic=topic)
 
     consumer = clients.kafka_consumer(
         settings, group_id=f"smoke-{uuid.uuid4().hex[:8]}", **{"session.timeout.ms": 6000}

@@ -11,11 +11,11 @@ import pytest
 from confluent_kafka import TopicPartition
 
 from fleet import clients
-from fleet.avro import telemetry_codec
 from fleet.service import Shutdown
 from fleet.settings import Settings
 from fleet.waiting import wait_for
 from lake.archiver import Archiver
+from tests.kafka import produce  # noqa: F401  (re-exported for the lake's tests)
 from tests.threads import running_in_thread
 
 FAST_GROUP = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
@@ -35,30 +35,6 @@ def lake_settings(fresh_settings: Settings) -> Settings:
 
 def with_lake(settings: Settings, **changes: Any) -> Settings:
     return settings.model_copy(update={"lake": settings.lake.model_copy(update=changes)})
-
-
-def produce(
-    settings: Settings,
-    records: list[dict[str, Any]],
-    partition: int | None = None,
-    topic: str | None = None,
-) -> None:
-    """Produce readings keyed by car id (or all to one partition), waiting for every ack."""
-    producer = clients.kafka_producer(settings)
-    failures: list[str] = []
-    topic = topic or settings.topics.telemetry
-    for record, value in zip(records, telemetry_codec().encode_many(records), strict=True):
-        extra = {} if partition is None else {"partition": partition}
-        producer.produce(
-            topic,
-            key=record["car_id"],
-            value=value,
-            on_delivery=lambda err, _m: err and failures.append(str(err)),
-            **extra,
-        )
-        producer.poll(0)
-    assert producer.flush(60) == 0
-    assert failures == []
 
 
 def end_offsets(settings: Settings, topic: str, partitions: int) -> dict[int, int]:

@@ -7,34 +7,15 @@ from contextlib import contextmanager
 from typing import Any
 
 from fleet import clients
-from fleet.avro import anomaly_codec, telemetry_codec
 from fleet.service import Shutdown
 from fleet.settings import Settings
+from tests.kafka import produce  # noqa: F401  (re-exported for the twin's tests)
 from tests.threads import running_in_thread
 from twin import store
 from twin.fold import Twin
 from twin.projector import Projector
 
 FAST_GROUP = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
-
-
-def produce(settings: Settings, records: list[dict[str, Any]]) -> None:
-    """Put readings (or scores) on their topic, keyed by car id, in the given order."""
-    is_score = "score" in records[0]
-    codec = anomaly_codec() if is_score else telemetry_codec()
-    topic = settings.topics.anomalies if is_score else settings.topics.telemetry
-    producer = clients.kafka_producer(settings)
-    failures: list[str] = []
-    for record, value in zip(records, codec.encode_many(records), strict=True):
-        producer.produce(
-            topic,
-            key=record["car_id"],
-            value=value,
-            on_delivery=lambda err, _msg: err and failures.append(str(err)),
-        )
-        producer.poll(0)
-    assert producer.flush(30) == 0
-    assert failures == []
 
 
 def with_twin(settings: Settings, **twin: Any) -> Settings:

@@ -7,10 +7,13 @@ installed with Streamlit). Flags are those this machine needs (closed network, r
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import urllib.request
@@ -19,7 +22,7 @@ from typing import Any
 
 from websockets.sync.client import ClientConnection, connect
 
-from fleet.waiting import wait_for
+from fleet.waiting import DeadlineExceeded, wait_for
 
 FLAGS = [
     "--headless",
@@ -45,7 +48,10 @@ class Browser:
         executable = chromium_path()
         if executable is None:
             raise RuntimeError("chromium is not installed (apt-get install chromium)")
-        self._profile = tempfile.TemporaryDirectory(prefix="fleet-chromium-")
+        # Chromium's helper processes may still be writing as the profile is removed.
+        self._profile = tempfile.TemporaryDirectory(
+            prefix="fleet-chromium-", ignore_cleanup_errors=True
+        )
         self._process = subprocess.Popen(
             [
                 executable,
@@ -58,6 +64,7 @@ class Browser:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            start_new_session=True,  # its own process group, so exit stops every helper
         )
         self._ids = itertools.count(1)
         self._ws: ClientConnection | None = None
@@ -77,7 +84,7 @@ class Browser:
     def __exit__(self, *exc: object) -> None:
         if self._ws is not None:
             self._ws.close()
-        self._process.kill()
+        os.killpg(self._process.pid, signal.SIGKILL)
         self._process.wait(10)
         if self._process.stderr is not None:
             self._process.stderr.close()
@@ -143,7 +150,10 @@ class Browser:
         wait_for(rendered, timeout=timeout, what="charts and tables to draw", interval=0.3)
 
     def screenshot(self, path: Path) -> Path:
-        self.wait_rendered()
+        """Save the page as a PNG (a test artifact for people to look at; assertions are on
+        the page text). Charts that have not drawn within the wait are shot as they are."""
+        with contextlib.suppress(DeadlineExceeded):
+            self.wait_rendered(timeout=20)
         data = self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(data["data"]))

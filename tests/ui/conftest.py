@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import threading
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from fleet import clients
-from fleet.service import Shutdown
 from fleet.settings import Settings
 from fleet.waiting import wait_for
-from lake.archiver import Archiver
 from lake.reader import Lake
+from tests.conftest import isolate
+from tests.lake.conftest import archiving
 from tests.twin.kafka_helpers import (
-    FAST_GROUP,
     events_applied,
     produce,
     running_projector,
@@ -58,29 +55,13 @@ def render_with(settings: Settings) -> Render:
 
 
 def isolated(settings: Settings) -> Settings:
-    """The stack's settings with their own topics, database and groups (as `fresh_settings`)."""
-    from fleet.topics import create_topics, topic_specs
-
-    suffix = uuid.uuid4().hex[:8]
-    topics = settings.topics.model_copy(
-        update={
-            name: f"{getattr(settings.topics, name)}.{suffix}"
-            for name in ("telemetry", "anomalies", "dead_letters", "models")
-        }
-    )
-    groups = settings.groups.model_copy(
-        update={name: f"{value}-{suffix}" for name, value in settings.groups.model_dump().items()}
-    )
-    mongodb = settings.mongodb.model_copy(update={"database": f"fleet_ui_{suffix}"})
-    bucket = f"ui-lake-{suffix}"
+    """`isolate`d settings plus a lake bucket of their own (module-scoped fixtures need it)."""
+    own = isolate(settings)
+    bucket = f"ui-lake-{uuid.uuid4().hex[:8]}"
     clients.gcs_client(settings).create_bucket(bucket)
-    gcs = settings.gcs.model_copy(update={"bucket": bucket})
-    lake = settings.lake.model_copy(update={"flush_seconds": 0.5})
-    own = settings.model_copy(
-        update={"topics": topics, "groups": groups, "mongodb": mongodb, "gcs": gcs, "lake": lake}
-    )
-    create_topics(clients.kafka_admin(own), topic_specs(own))
-    return own
+    gcs = own.gcs.model_copy(update={"bucket": bucket})
+    lake = own.lake.model_copy(update={"flush_seconds": 0.5})
+    return own.model_copy(update={"gcs": gcs, "lake": lake})
 
 
 SILENT = ("car1", "car2", "car3")
@@ -115,20 +96,6 @@ def fleet(stack_env: dict[str, str]) -> tuple[Settings, list[dict[str, Any]]]:
             what="the archiver to put every reading in the lake",
         )
     return settings, list(twins_collection(settings).find())
-
-
-@contextmanager
-def archiving(settings: Settings) -> Iterator[None]:
-    """The real lake archiver in a thread, stopped cleanly on exit."""
-    shutdown = Shutdown()
-    archiver = Archiver(settings, shutdown, **FAST_GROUP)
-    thread = threading.Thread(target=archiver.run, name="archiver", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        shutdown.request()
-        thread.join(60)
 
 
 @pytest.fixture
