@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from typing import Any
 from fleet import clients
 from fleet.settings import Settings
 from fleet.stack import Stack
+from fleet.stack.ports import private_stack_environment
 from fleet.topics import create_topics, topic_specs
 
 RESULTS = Path(__file__).parent / "results"
@@ -24,12 +24,6 @@ CAVEAT = (
 )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def stack(services: tuple[str, ...] = ("kafka", "gcs")) -> Iterator[Settings]:
     """Settings of a running stack (``FLEET_KAFKA_PORT`` etc. set: use it), else start one on
@@ -37,16 +31,7 @@ def stack(services: tuple[str, ...] = ("kafka", "gcs")) -> Iterator[Settings]:
     started = None
     if "FLEET_KAFKA_PORT" not in os.environ and "FLEET_KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
         home = Path(tempfile.mkdtemp(prefix="fleet-bench-"))
-        os.environ.update(
-            {
-                "FLEET_STACK_HOME": str(home),
-                "FLEET_KAFKA_PORT": str(free_port()),
-                "FLEET_KAFKA_CONTROLLER_PORT": str(free_port()),
-                "FLEET_MONGODB_PORT": str(free_port()),
-                "FLEET_MQTT_PORT": str(free_port()),
-                "FLEET_GCS_PORT": str(free_port()),
-            }
-        )
+        os.environ.update(private_stack_environment(home))
         started = Stack(Settings(), only=services)
         started.up()
     try:

@@ -21,7 +21,6 @@ import contextlib
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ from fleet import clients  # noqa: E402
 from fleet.avro import telemetry_codec  # noqa: E402
 from fleet.settings import Settings  # noqa: E402
 from fleet.stack import Stack  # noqa: E402
+from fleet.stack.ports import private_stack_environment  # noqa: E402
 from fleet.topics import create_topics, topic_specs  # noqa: E402
 from fleet.waiting import wait_for  # noqa: E402
 from ingest.outputs import KafkaSink, MqttSink  # noqa: E402
@@ -48,12 +48,6 @@ from ingest.simulator import FleetSimulator, SimulationConfig  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 FLEET = str(Path(sys.executable).parent / "fleet")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def isolated(settings: Settings, log_append_time: bool = False) -> Settings:
@@ -234,14 +228,7 @@ def main() -> None:
     env = dict(os.environ)
     if not args.running:
         home = Path(tempfile.mkdtemp(prefix="bench-stack-"))
-        env |= {
-            "FLEET_STACK_HOME": str(home),
-            "FLEET_KAFKA_PORT": str(free_port()),
-            "FLEET_KAFKA_CONTROLLER_PORT": str(free_port()),
-            "FLEET_MONGODB_PORT": str(free_port()),
-            "FLEET_MQTT_PORT": str(free_port()),
-            "FLEET_GCS_PORT": str(free_port()),
-        }
+        env |= private_stack_environment(home)
         os.environ.update(env)
         stack = Stack(Settings(), only=["kafka", "mosquitto"])
         stack.up()

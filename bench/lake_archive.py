@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import tempfile
 import threading
 import time
@@ -31,6 +30,7 @@ from fleet.logs import configure_logging
 from fleet.service import Shutdown
 from fleet.settings import Settings
 from fleet.stack import Stack
+from fleet.stack.ports import free_port
 from fleet.topics import create_topics, topic_specs
 from fleet.waiting import wait_for
 from lake.archiver import Archiver
@@ -39,12 +39,6 @@ from lake.reader import Lake
 RESULTS = Path(__file__).parent / "results"
 T0 = 1_767_225_600_000
 CARS = 1000
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def readings(n: int) -> list[dict[str, Any]]:

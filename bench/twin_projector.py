@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,30 +42,18 @@ from fleet.avro import telemetry_codec  # noqa: E402
 from fleet.contract import SENSORS, WHEELS  # noqa: E402
 from fleet.service import Shutdown  # noqa: E402
 from fleet.settings import Settings  # noqa: E402
+from fleet.stack.ports import private_stack_environment  # noqa: E402
 from fleet.topics import create_topics, topic_specs  # noqa: E402
 from twin.projector import Projector  # noqa: E402
 
 FAST_GROUP = {"session.timeout.ms": "6000"}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_stack() -> tuple[Any, dict[str, str]]:
     from fleet.stack import Stack
 
     home = Path(tempfile.mkdtemp(prefix="twin-bench-"))
-    env = {
-        "FLEET_STACK_HOME": str(home),
-        "FLEET_KAFKA_PORT": str(free_port()),
-        "FLEET_KAFKA_CONTROLLER_PORT": str(free_port()),
-        "FLEET_MONGODB_PORT": str(free_port()),
-        "FLEET_MQTT_PORT": str(free_port()),
-        "FLEET_GCS_PORT": str(free_port()),
-    }
+    env = private_stack_environment(home)
     os.environ.update(env)
     stack = Stack(Settings(), ["kafka", "mongodb"])
     stack.up()

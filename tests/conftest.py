@@ -4,7 +4,6 @@ temporary folder, stopped at the end. Unit tests never touch it."""
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,25 +12,12 @@ import pytest
 
 from fleet.settings import Settings
 from fleet.stack import Stack
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from fleet.stack.ports import private_stack_environment
 
 
 def stack_environment(home: Path) -> dict[str, str]:
     """FLEET_* variables describing a fresh stack; subprocesses (the CLI) get the same."""
-    return {
-        "FLEET_STACK_HOME": str(home),
-        "FLEET_KAFKA_PORT": str(free_port()),
-        "FLEET_KAFKA_CONTROLLER_PORT": str(free_port()),
-        "FLEET_KAFKA_HEAP": "-Xms256m -Xmx768m",
-        "FLEET_MONGODB_PORT": str(free_port()),
-        "FLEET_MQTT_PORT": str(free_port()),
-        "FLEET_GCS_PORT": str(free_port()),
-    }
+    return private_stack_environment(home) | {"FLEET_KAFKA_HEAP": "-Xms256m -Xmx768m"}
 
 
 @pytest.fixture(scope="session")

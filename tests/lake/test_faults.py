@@ -14,9 +14,9 @@ from prometheus_client import REGISTRY
 
 from fleet.settings import Settings
 from fleet.stack import Stack
+from fleet.stack.ports import free_port
 from fleet.waiting import wait_for
 from lake.reader import Lake
-from tests.conftest import free_port
 from tests.lake.conftest import FAST_GROUP, archiving, committed, end_offsets, produce
 from tests.lake.helpers import T0, reading
 

@@ -168,7 +168,7 @@ def metric(port: int, name: str) -> str:
 def test_scorer_events_match_readings_and_promotion_hot_reloads(
     fresh_settings: Settings, stack_env: dict[str, str], tmp_path: Path
 ) -> None:
-    from tests.conftest import free_port
+    from fleet.stack.ports import free_port
 
     settings = isolated(fresh_settings)
     name = settings.ml.model_name

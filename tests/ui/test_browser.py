@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from fleet.settings import Settings
+from fleet.stack.ports import free_port
 from fleet.waiting import wait_for
-from tests.conftest import free_port
 from tests.ui.browser import Browser, chromium_path
 
 pytestmark = [

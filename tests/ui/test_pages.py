@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 from fleet import clients
 from fleet.contract import SENSORS, UNITS
 from fleet.settings import Settings
-from tests.conftest import free_port
+from fleet.stack.ports import free_port
 from tests.ui.conftest import SILENT, Render, fleet_events, render_with
 from twin.health import CONDITION_NAMES
 
