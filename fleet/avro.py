@@ -129,3 +129,13 @@ def anomaly_codec() -> Codec:
 @cache
 def model_announcement_codec() -> Codec:
     return Codec(load_schema("model-announcement-v1"))
+
+
+@cache
+def command_codec() -> Codec:
+    return Codec(load_schema("command-v1"))
+
+
+@cache
+def twin_change_codec() -> Codec:
+    return Codec(load_schema("twin-change-v1"))

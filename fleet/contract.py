@@ -72,3 +72,13 @@ FAILURE_MODES: Final = (
     "coolant",
     "firmware",
 )
+
+#: Properties a command may set on a car (the twin's `desired` part): name -> the sensor by which
+#: the car reports it. The value's type and valid range are that sensor's (SENSOR_TYPES,
+#: PHYSICAL_RANGES). Adding a desired property is one entry here.
+DESIRED_PROPERTIES: Final[dict[str, str]] = {
+    "firmware": "control_unit_firmware",
+}
+
+#: MQTT topic prefix of commands to cars: a car reads `vehicles/commands/<its id>` only (ACL).
+COMMAND_TOPIC_PREFIX: Final = "vehicles/commands/"

@@ -78,9 +78,14 @@ class TopicSettings(BaseModel):
     anomalies: str = "fleet.anomalies.v1"
     dead_letters: str = "fleet.deadletter.v1"
     models: str = "fleet.models"
+    commands: str = "fleet.commands.v1"
+    twin_changes: str = "fleet.twin-changes.v1"
     telemetry_partitions: int = 6
     anomalies_partitions: int = 6
     dead_letters_partitions: int = 1
+    commands_partitions: int = 6
+    twin_changes_partitions: int = 6
+    twin_changes_retention_hours: int = 7 * 24
     replication_factor: int = 1
 
 
@@ -89,6 +94,7 @@ class GroupSettings(BaseModel):
     lake: str = "fleet-lake"
     scorer: str = "fleet-scorer"
     bridge: str = "fleet-bridge"
+    commands: str = "fleet-commands"
 
 
 class StackSettings(BaseModel):
@@ -133,6 +139,11 @@ class TwinSettings(BaseModel):
         2000, ge=1, description="cars decoded, folded and written together (bounds memory)"
     )
     max_backoff: float = Field(30.0, gt=0, description="longest wait between retries (s)")
+    # Desired state and commands (twin/desired.py, twin/changes.py, twin/command_service.py).
+    emit_changes: bool = Field(True, description="publish a twin-change event per twin written")
+    rollout_timeout: float = Field(
+        600.0, gt=0, description="seconds after which an unconverged car counts as failed"
+    )
 
 
 class LakeSettings(BaseModel):

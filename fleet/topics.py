@@ -55,6 +55,22 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"},
             "promoted models (Avro, key = model name, compacted)",
         ),
+        TopicSpec(
+            topics.commands,
+            topics.commands_partitions,
+            rf,
+            # Commands are part of the twin's truth (its desired state): kept forever for rebuilds.
+            {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"},
+            "commands to cars: desired-state changes (Avro, key = car id)",
+        ),
+        TopicSpec(
+            topics.twin_changes,
+            topics.twin_changes_partitions,
+            rf,
+            # A notification stream, not a source of truth: the twins can always be re-read.
+            {"retention.ms": str(topics.twin_changes_retention_hours * 3600 * 1000)},
+            "what each twin write changed (Avro, key = car id)",
+        ),
     ]
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-Kind = Literal["telemetry", "anomaly"]
+Kind = Literal["telemetry", "anomaly", "command"]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 

@@ -9,6 +9,7 @@ result does not depend on how events were cut into batches):
    overwrites reported values or health; it is counted as late and, if it fits, lands at its
    place in the bounded history. A reading equal to one already seen is a duplicate.
 3. Anomaly scores fold the same way into the `anomaly` part, newest by event time wins.
+   Commands change the `desired` part (twin/desired.py); `delta` is recomputed after a batch.
 4. Every event that is not a redelivery bumps `revision` and records its offset.
 """
 
@@ -21,7 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from fleet.contract import SENSORS
-from twin import health
+from twin import desired, health
 from twin.events import Envelope, datetime_to_ms, ms_to_datetime
 
 Twin = dict[str, Any]
@@ -186,6 +187,15 @@ def _fold_score(twin: Twin, record: Mapping[str, Any], result: FoldResult) -> No
     counters["events_applied"] += 1
 
 
+def _fold_command(twin: Twin, record: Mapping[str, Any], result: FoldResult) -> None:
+    """A command changes `desired` (see twin/desired.py), or is refused and logged there."""
+    if desired.fold_command(twin, record) == "duplicate":
+        twin["counters"]["duplicates_skipped"] += 1
+        result.duplicates += 1
+    else:
+        twin["counters"]["events_applied"] += 1
+
+
 def _copy_for_update(twin: Twin) -> Twin:
     """A copy deep enough that folding never mutates the caller's document."""
     copy = dict(twin)
@@ -214,12 +224,15 @@ def fold(
         positions[where] = event.offset
         if event.kind == "telemetry":
             _fold_reading(twin, event.record, history_size, result)
+        elif event.kind == "command":
+            _fold_command(twin, event.record, result)
         else:
             _fold_score(twin, event.record, result)
         twin["revision"] += 1
         result.applied += 1
     if result.applied == 0:
         return result
+    desired.refresh_delta(twin)  # desired vs reported, after every event of the batch
     twin["positions"] = [
         {"topic": topic, "partition": partition, "offset": offset}
         for (topic, partition), offset in sorted(positions.items())

@@ -15,6 +15,7 @@ from pymongo.collection import Collection
 from fleet.avro import AvroDecodeError, Codec
 from fleet.logs import get_logger
 from twin import store
+from twin.changes import Written
 from twin.events import Envelope, Kind
 from twin.fold import Twin, fold
 
@@ -86,22 +87,31 @@ def apply_batch(
     events_by_car: dict[str, list[Envelope]],
     history_size: int,
     max_rounds: int = 10,
+    written: list[Written] | None = None,
 ) -> Applied:
     """Fold each car's events into its twin and write all twins in one unordered bulk write.
 
     If another writer changed some twins meanwhile (a rebalance), read and fold again: the
     positions on the twins make already-applied events no-ops, so this converges.
+
+    ``written``, if given, receives every car whose twin this call wrote, and every car whose
+    events were all applied before (redelivered: its stored twin), for twin-change events.
     """
     total = Applied()
     pending = events_by_car
     for _ in range(max_rounds):
         current = store.load(collection, pending)
         changes: dict[str, tuple[Twin | None, Twin]] = {}
+        replayed: set[str] = set()
         round_stats = Applied()
         for car_id, events in pending.items():
             before = current.get(car_id)
             result = fold(before, car_id, events, history_size)
             round_stats.redelivered += result.redelivered
+            if result.redelivered:
+                replayed.add(car_id)
+                if result.twin is None and before is not None and written is not None:
+                    written.append(Written(car_id, before, before, replayed=True))
             if result.twin is not None:
                 changes[car_id] = (before, result.twin)
                 round_stats.events += result.applied
@@ -111,6 +121,7 @@ def apply_batch(
         round_stats.cars_written = len(changes)
         if lost == 0:
             total += round_stats
+            _report(written, changes, replayed, set())
             return total
         # Some writes lost a race and the bulk result does not say which: look, and fold the
         # losers again from what is stored now (their applied events are no-ops there).
@@ -129,7 +140,21 @@ def apply_batch(
             round_stats.duplicates -= result.duplicates
             round_stats.redelivered -= result.redelivered
         total += round_stats
+        _report(written, changes, replayed, losers)
         pending = {car_id: pending[car_id] for car_id in losers}
         if not pending:
             return total
     raise RuntimeError(f"twins kept changing under us for {max_rounds} rounds")
+
+
+def _report(
+    written: list[Written] | None,
+    changes: dict[str, tuple[Twin | None, Twin]],
+    replayed: set[str],
+    losers: set[str],
+) -> None:
+    if written is None:
+        return
+    for car_id, (before, after) in changes.items():
+        if car_id not in losers:
+            written.append(Written(car_id, before, after, replayed=car_id in replayed))

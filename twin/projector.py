@@ -20,11 +20,12 @@ from pymongo.errors import ConnectionFailure, OperationFailure
 from tenacity import Retrying, retry_if_exception, wait_exponential
 
 from fleet import clients
-from fleet.avro import Codec, anomaly_codec, telemetry_codec
+from fleet.avro import Codec, anomaly_codec, command_codec, telemetry_codec
 from fleet.logs import get_logger
 from fleet.service import Shutdown
 from fleet.settings import Settings
 from twin import metrics, store
+from twin.changes import ChangeEmitter, Written
 from twin.events import Envelope, Kind
 from twin.project import Applied, apply_batch, by_car, decode_messages
 
@@ -68,7 +69,14 @@ def codecs_for(settings: Settings) -> dict[str, tuple[Kind, Codec]]:
     return {
         settings.topics.telemetry: ("telemetry", telemetry_codec()),
         settings.topics.anomalies: ("anomaly", anomaly_codec()),
+        settings.topics.commands: ("command", command_codec()),
     }
+
+
+def _cleared(items: list[T]) -> list[T]:
+    """The list emptied: a retried write reports its cars afresh."""
+    items.clear()
+    return items
 
 
 class Projector:
@@ -91,6 +99,9 @@ class Projector:
         self._assigned: set[tuple[str, int]] = set()
         self._next: dict[tuple[str, int], int] = {}  # next offset per partition, for lag
         self._lag_checked = 0.0
+        # Twin-change events (twin/changes.py): produced after each write, confirmed before
+        # the batch's offsets are committed.
+        self.changes = ChangeEmitter(settings) if settings.twin.emit_changes else None
 
     # --- retries -------------------------------------------------------------------------
 
@@ -154,7 +165,7 @@ class Projector:
                 if messages:
                     try:
                         self.process(consumer, messages)
-                    except (ConnectionFailure, OperationFailure, KafkaException):
+                    except (ConnectionFailure, OperationFailure, KafkaException, TimeoutError):
                         if not self.shutdown.requested:
                             raise
                         log.warning("stopping with a batch unwritten; it will be redelivered")
@@ -162,6 +173,8 @@ class Projector:
                 self._report_lag(consumer)
         finally:
             consumer.close()
+            if self.changes is not None:
+                self.changes.close()
             log.info("stopped", **vars(self.applied))
         return self.applied
 
@@ -186,14 +199,20 @@ class Projector:
             selected = [m for key in keys[start : start + chunk] for m in per_car[key]]
             events, _offsets = self.decode(selected)
             grouped = by_car(events)
+            cars: list[Written] = []
             applied = self._retry(
                 "write twins",
                 "mongodb",
                 mongo_is_away,
-                lambda grouped=grouped: apply_batch(  # type: ignore[misc]
-                    self.collection, grouped, self.settings.twin.history_size
+                lambda grouped=grouped, cars=cars: apply_batch(  # type: ignore[misc]
+                    self.collection,
+                    grouped,
+                    self.settings.twin.history_size,
+                    written=_cleared(cars),
                 ),
             )
+            if self.changes is not None:
+                self.changes.emit(cars)
             written += applied.cars_written
             metrics.EVENTS.labels("applied").inc(applied.events - applied.late - applied.duplicates)
             metrics.EVENTS.labels("late").inc(applied.late)
@@ -203,6 +222,13 @@ class Projector:
             self.applied += applied
         metrics.WRITE_SECONDS.observe(time.perf_counter() - started)
         metrics.BATCH_CARS.observe(written)
+        if self.changes is not None:
+            self._retry(
+                "confirm twin-change events",
+                "kafka",
+                lambda exc: isinstance(exc, TimeoutError),
+                self.changes.flush,
+            )
         self.commit(consumer, offsets)
 
     def decode(
