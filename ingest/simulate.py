@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 
 from ingest.outputs import Sink
-from ingest.simulator import FleetSimulator
+from ingest.simulator import FleetSimulator, ReadingBatch
 
 
 def run_simulation(
@@ -18,13 +18,15 @@ def run_simulation(
     chunk: int = 5000,
     on_chunk: Callable[[], None] | None = None,
     stop_requested: Callable[[float], bool] | None = None,
+    transform: Callable[[ReadingBatch], ReadingBatch] | None = None,
 ) -> int:
     """Send ``steps`` steps of every car; return the number of readings submitted.
 
     ``time_lapse`` is simulated seconds per wall-clock second: 1 is real time (each car reads
     once per interval, cars spread evenly over it), 60 runs an hour in a minute, 0 means as
     fast as possible. ``stop_requested(seconds)`` waits up to that long and returns True when
-    the run should end early (e.g. ``Shutdown.wait``).
+    the run should end early (e.g. ``Shutdown.wait``). ``transform`` changes each step before
+    it is sent (cars obeying commands: ``ingest.car_commands.CarCommands.apply``).
     """
     interval_s = simulator.config.interval_ms / 1000
     wall_per_step = interval_s / time_lapse if time_lapse > 0 else 0.0
@@ -32,6 +34,8 @@ def run_simulation(
     submitted = 0
     for k in range(steps):
         batch = simulator.step()
+        if transform is not None:
+            batch = transform(batch)
         n = len(batch)
         for start in range(0, n, chunk):
             stop = min(n, start + chunk)

@@ -55,7 +55,14 @@ def isolate(settings: Settings) -> Settings:
     topics = settings.topics.model_copy(
         update={
             name: f"{getattr(settings.topics, name)}.{suffix}"
-            for name in ("telemetry", "anomalies", "dead_letters", "models", "commands", "twin_changes")
+            for name in (
+                "telemetry",
+                "anomalies",
+                "dead_letters",
+                "models",
+                "commands",
+                "twin_changes",
+            )
         }
     )
     groups = settings.groups.model_copy(

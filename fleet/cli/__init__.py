@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
+from fleet.cli.commands import commands_app
 from fleet.cli.context import CliError, load_settings
 from fleet.cli.ingest import ingest_app
 from fleet.cli.lake import lake_app
@@ -36,6 +37,7 @@ app.add_typer(ingest_app)
 app.add_typer(ui_app, name="ui")
 app.add_typer(lake_app, name="lake")
 app.add_typer(ml_app, name="ml")
+app.add_typer(commands_app, name="commands")
 
 
 @app.callback()

@@ -143,7 +143,7 @@ def _start_time_ms(text: str) -> int:
 
 
 @ingest_app.command("simulate")
-def simulate(  # noqa: PLR0917 (a command with many options)
+def simulate(  # noqa: PLR0915, PLR0917 (a command with many options)
     output: Annotated[Output, typer.Option("--output", "-o", help="where readings go")] = (
         Output.mqtt
     ),
@@ -166,6 +166,18 @@ def simulate(  # noqa: PLR0917 (a command with many options)
     connections: Annotated[int, typer.Option(min=1, help="MQTT connections")] = 4,
     file: Annotated[Path | None, typer.Option(help="CSV output file")] = None,
     labels: Annotated[bool, typer.Option(help="CSV: add a failure_occurred column")] = False,
+    obey_commands: Annotated[
+        bool, typer.Option(help="MQTT: cars apply commands from vehicles/commands/<car>")
+    ] = False,
+    update_delay: Annotated[
+        float, typer.Option(min=0, help="seconds a car takes to install an update")
+    ] = 5.0,
+    update_failures: Annotated[
+        float, typer.Option(min=0, max=1, help="share of cars whose update fails")
+    ] = 0.0,
+    update_offline: Annotated[
+        float, typer.Option(min=0, max=1, help="share of cars that go offline for good on one")
+    ] = 0.0,
 ) -> None:
     """Simulate a fleet (the seed's car physics and failure modes) into MQTT, Kafka or CSV.
 
@@ -186,6 +198,8 @@ def simulate(  # noqa: PLR0917 (a command with many options)
         raise typer.BadParameter("give --steps or --duration, not both", param_hint="--steps")
     if output is Output.csv and file is None:
         raise typer.BadParameter("--output csv needs --file", param_hint="--file")
+    if obey_commands and output is not Output.mqtt:
+        raise typer.BadParameter("cars hear commands over MQTT: use -o mqtt", param_hint="-o")
     settings = load_settings()
     config = SimulationConfig(
         cars=cars,
@@ -206,6 +220,15 @@ def simulate(  # noqa: PLR0917 (a command with many options)
             sink = CsvSink(file, labels=labels)
     except Exception as exc:
         raise CliError(f"cannot open the {output.value} output: {exc}") from None
+    simulator = FleetSimulator(config)
+    obeying = None
+    if obey_commands:
+        from ingest.car_commands import CarCommands, ObeyConfig
+
+        obeying = CarCommands(
+            simulator.car_ids, ObeyConfig(update_delay, update_failures, update_offline, seed)
+        )
+        obeying.connect(settings)
     total = cars * steps
     started = time.monotonic()
     progress = Progress(
@@ -233,16 +256,23 @@ def simulate(  # noqa: PLR0917 (a command with many options)
             )
 
         run_simulation(
-            FleetSimulator(config),
+            simulator,
             steps,
             sink,
             time_lapse=time_lapse,
             on_chunk=update,
             stop_requested=shutdown.wait,
+            transform=obeying.apply if obeying is not None else None,
         )
         sink.close()
         update()
     elapsed = time.monotonic() - started
+    if obeying is not None:
+        obeying.close()
+        typer.echo(
+            f"commands: {obeying.heard} heard, {len(obeying.updated)} cars updated, "
+            f"{len(obeying.failed)} failed, {len(obeying.offline)} went offline"
+        )
     typer.echo(
         f"{sink.sent:,} readings of {cars:,} cars sent to {output.value} in {elapsed:.1f}s "
         f"({sink.sent / max(elapsed, 1e-6):,.0f}/s), {sink.errors:,} errors"
