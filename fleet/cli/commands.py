@@ -40,9 +40,9 @@ def _wait(settings: Any, twins: Any, commands: list[dict[str, Any]], timeout: fl
     from fleet.waiting import DeadlineExceeded, wait_for
     from twin.commands import outcomes
 
-    def all_done() -> dict[str, dict[str, Any]] | None:
+    def all_done() -> dict[str, dict[str, Any]]:
         found = outcomes(twins, commands)
-        return found if len(found) == len(commands) else None
+        return found if len(found) == len(commands) else {}
 
     try:
         found = wait_for(all_done, timeout, "the projector", interval=0.25)
