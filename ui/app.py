@@ -17,6 +17,7 @@ PAGES = {
         st.Page("views/fleet_table.py", title="Fleet table", icon=":material/table_rows:"),
         st.Page("views/car.py", title="Car detail", icon=":material/directions_car:"),
         st.Page("views/anomalies.py", title="Anomalies", icon=":material/warning:"),
+        st.Page("views/rollout.py", title="Rollouts", icon=":material/system_update:"),
     ],
     "Data": [
         st.Page("views/lake.py", title="Lake", icon=":material/database:"),
