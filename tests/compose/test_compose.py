@@ -14,7 +14,7 @@ from fleet.cli import app
 from fleet.settings import Settings
 
 COMPOSE = Path(__file__).parents[2] / "compose"
-PLATFORM = {"bridge", "twin", "lake", "scorer", "explorer"}
+PLATFORM = {"bridge", "twin", "commands", "lake", "scorer", "explorer"}
 SERVERS = {"kafka", "mongodb", "mosquitto", "gcs"}
 
 
