@@ -35,6 +35,8 @@ log = get_logger("twin.command_service")
 
 def car_message(change: Mapping[str, Any]) -> dict[str, Any] | None:
     """The MQTT message for one twin-change event, or None if it changed no desired value."""
+    if not any(path.startswith("desired.") for path in change["paths"]):
+        return None  # most changes are readings: skip them without parsing their values
     values = json.loads(change["values"])
     desired = {
         path.split(".", 1)[1]: value["value"]
@@ -76,6 +78,10 @@ class CommandService:
 
     def publish(self, messages: Sequence[dict[str, Any]], timeout: float = 60.0) -> None:
         """Publish at QoS 1 and return once the broker acknowledged every message."""
+        if not messages:
+            return
+        # paho reconnects on its own; wait for it rather than fail the batch.
+        wait_for(self.mqtt.is_connected, timeout, "the MQTT connection")
         mids = set()
         for message in messages:
             info = self.mqtt.publish(
