@@ -21,6 +21,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from confluent_kafka import KafkaError, Message, TopicPartition
+from tenacity import Retrying, retry_if_exception_type, wait_exponential
 
 from fleet import clients
 from fleet.avro import AvroDecodeError, twin_change_codec
@@ -82,6 +83,8 @@ class CommandService:
             return
         # paho reconnects on its own; wait for it rather than fail the batch.
         wait_for(self.mqtt.is_connected, timeout, "the MQTT connection")
+        with self._acked:
+            self._done.clear()
         mids = set()
         for message in messages:
             info = self.mqtt.publish(
@@ -95,6 +98,26 @@ class CommandService:
                 raise TimeoutError(f"{len(mids - self._done)} commands not acknowledged by MQTT")
             self._done.clear()
         self.published += len(messages)
+
+    def _publish_until_done(self, messages: list[dict[str, Any]], shutdown: Shutdown) -> None:
+        """Publish a batch, again and again while the broker is away (nothing is committed
+        meanwhile, so a stop here only means the batch is sent again later)."""
+
+        def pause(seconds: float) -> None:
+            shutdown.wait(seconds)  # wakes early on shutdown
+
+        retrying = Retrying(
+            retry=retry_if_exception_type((ConnectionError, TimeoutError)),
+            wait=wait_exponential(multiplier=0.5, max=30),
+            stop=lambda _state: shutdown.requested,
+            sleep=pause,
+            before_sleep=lambda state: log.warning(
+                "MQTT away, retrying",
+                error=str(state.outcome.exception()) if state.outcome else None,
+            ),
+            reraise=True,
+        )
+        retrying(self.publish, messages)
 
     def messages_of(self, batch: Sequence[Message]) -> list[dict[str, Any]]:
         out = []
@@ -128,7 +151,7 @@ class CommandService:
                 batch = consumer.consume(num_messages=1000, timeout=0.5)
                 if not batch:
                     continue
-                self.publish(self.messages_of(batch))
+                self._publish_until_done(self.messages_of(batch), shutdown)
                 offsets: dict[tuple[str, int], int] = {}
                 for message in batch:
                     if message.error() is None:
