@@ -168,3 +168,25 @@ def test_a_car_cannot_read_another_cars_commands(settings: Settings) -> None:
     # (A may get its own twice: its own topic and `#` both match it.)
     assert set(a.received) == {(COMMAND_TOPIC_PREFIX + car_a, b"for A")}
     assert b.received == [(COMMAND_TOPIC_PREFIX + car_b, b"for B")]  # not the forged one
+
+
+def test_fleet_simulate_obey_commands(stack_env: dict[str, str], fresh_settings: Settings) -> None:
+    ok = fleet(
+        stack_env,
+        fresh_settings,
+        "simulate",
+        "--cars",
+        "3",
+        "--steps",
+        "2",
+        "--obey-commands",
+        "--update-delay",
+        "0",
+        "--update-failures",
+        "0.5",
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "commands: 0 heard, 0 cars updated, 0 failed, 0 went offline" in ok.stdout
+    wrong = fleet(stack_env, fresh_settings, "simulate", "-o", "kafka", "--obey-commands")
+    assert wrong.returncode == 2
+    assert "cars hear commands over MQTT: use -o mqtt" in wrong.stderr
