@@ -135,10 +135,15 @@ def send(settings: Settings, commands: Sequence[Command], timeout: float = 30.0)
 def outcomes(twins: Collection[Twin], commands: Sequence[Command]) -> dict[str, dict[str, Any]]:
     """The outcomes logged so far on the twins, by command id."""
     wanted = {c["command_id"] for c in commands}
-    cars = sorted({c["car_id"] for c in commands})
+    rollout_ids = {c["rollout_id"] for c in commands}
+    if len(rollout_ids) == 1 and None not in rollout_ids:  # a rollout: one query, not one per car
+        queries = [{"command_log.rollout_id": rollout_ids.pop()}]
+    else:
+        cars = sorted({c["car_id"] for c in commands})
+        queries = [{"_id": {"$in": cars[i : i + 100]}} for i in range(0, len(cars), 100)]
     found: dict[str, dict[str, Any]] = {}
-    for start in range(0, len(cars), 100):
-        for twin in twins.find({"_id": {"$in": cars[start : start + 100]}}, {"command_log": 1}):
+    for query in queries:
+        for twin in twins.find(query, {"command_log": 1}):
             for entry in twin.get("command_log", []):
                 if entry["command_id"] in wanted:
                     found[entry["command_id"]] = entry
