@@ -10,6 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from fleet.settings import Settings
 from tests.commands.factories import cmd
+from tests.commands.helpers import fleet
 from tests.commands.test_desired import as_events
 from tests.twin.factories import reading
 from tests.twin.kafka_helpers import twins_collection
@@ -40,7 +41,9 @@ def render(settings: Settings) -> AppTest:
     return at
 
 
-def test_the_rollout_page_shows_done_pending_and_failed_cars(fresh_settings: Settings) -> None:
+def test_the_rollout_page_shows_done_pending_and_failed_cars(
+    stack_env: dict[str, str], fresh_settings: Settings
+) -> None:
     now = int(time.time() * 1000)
     twins = [
         *(twin_of(f"done{i}", 2000, now - HOUR_MS) for i in range(3)),
@@ -59,6 +62,13 @@ def test_the_rollout_page_shows_done_pending_and_failed_cars(fresh_settings: Set
     assert list(failed["reported"]) == [1000, 1000]
     assert list(pending["car"]) == ["pending1"]
     assert "r-test: firmware=2000 (6 cars)" in at.selectbox(key="rollout.id").options
+
+    # The same from the command line.
+    shown = fleet(stack_env, fresh_settings, "twin", "rollout", "--rollout", "r-test")
+    assert shown.returncode == 0, shown.stderr
+    assert "firmware rollout r-test: 3 done, 1 pending, 2 failed of 6 cars" in shown.stdout
+    assert "failed1" in shown.stdout
+    assert "failed2" in shown.stdout
 
 
 def test_the_rollout_page_says_how_to_start_one(fresh_settings: Settings) -> None:
