@@ -11,9 +11,11 @@ import typer
 from pydantic import ValidationError
 
 from fleet.cli.context import CliError, load_settings
+from fleet.cli.demo import demo_app
 from fleet.cli.ingest import ingest_app
 from fleet.cli.lake import lake_app
 from fleet.cli.ml import ml_app
+from fleet.cli.run import run_app
 from fleet.cli.stack import stack_app
 from fleet.cli.topics import config_app, topics_app
 from fleet.cli.twin import twin_app
@@ -36,6 +38,8 @@ app.add_typer(ingest_app)
 app.add_typer(ui_app, name="ui")
 app.add_typer(lake_app, name="lake")
 app.add_typer(ml_app, name="ml")
+app.add_typer(run_app)
+app.add_typer(demo_app)
 
 
 @app.callback()
