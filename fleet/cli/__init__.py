@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
+from fleet.cli.bench import bench_app
 from fleet.cli.context import CliError, load_settings
 from fleet.cli.demo import demo_app
 from fleet.cli.ingest import ingest_app
@@ -40,6 +41,7 @@ app.add_typer(lake_app, name="lake")
 app.add_typer(ml_app, name="ml")
 app.add_typer(run_app)
 app.add_typer(demo_app)
+app.add_typer(bench_app)
 
 
 @app.callback()
