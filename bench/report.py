@@ -527,6 +527,15 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Benchmark report",
         "",
+        *(
+            [
+                "**Quick run: every benchmark scaled down to check that it works. These figures"
+                " are not comparable with the goals, which are about the full sizes named.**",
+                "",
+            ]
+            if report["mode"].startswith("quick")
+            else []
+        ),
         f"{s['met']} goals met, {s['missed']} missed, {s['not measured']} not measured "
         f"({report['mode']}).",
         "",

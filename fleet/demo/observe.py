@@ -20,6 +20,8 @@ from fleet import clients
 from fleet.avro import AvroDecodeError, model_announcement_codec
 from fleet.settings import Settings
 
+LAKE_EVERY = 10.0
+
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -43,6 +45,7 @@ class Observer:
         self._mongo: Any = None
         self._bucket: Any = None
         self._models_seen: tuple[int, str | None] = (0, None)  # (high watermark, version)
+        self._lake_seen: tuple[int | None, float] = (None, 0.0)  # (objects, when counted)
         self._latest = Snapshot()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -119,12 +122,18 @@ class Observer:
             return None, None
 
     def lake_objects(self) -> int | None:
+        # A listing grows with the lake: at most one every LAKE_EVERY seconds.
+        counted, at = self._lake_seen
+        if counted is not None and time.monotonic() - at < LAKE_EVERY:
+            return counted
         try:
             if self._bucket is None:
                 self._bucket = clients.gcs_bucket(self.settings)
-            return sum(1 for _ in self._bucket.list_blobs(prefix="telemetry/", timeout=10))
+            counted = sum(1 for _ in self._bucket.list_blobs(prefix="telemetry/", timeout=10))
         except Exception:
             return None
+        self._lake_seen = (counted, time.monotonic())
+        return counted
 
     def snapshot(self) -> Snapshot:
         topics = self.settings.topics
