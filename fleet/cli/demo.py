@@ -108,7 +108,7 @@ def demo(  # noqa: PLR0917 (a command with many options)
     ] = False,
     stop_timeout: Annotated[
         float, typer.Option(min=1, help="seconds a child gets after SIGTERM before SIGKILL")
-    ] = 30.0,
+    ] = 60.0,
 ) -> None:
     """Run the whole platform: stack, services, a simulated fleet, a first model, the explorer.
 

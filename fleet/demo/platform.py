@@ -8,9 +8,12 @@ Order of events:
 3. once the bridge is subscribed, the simulated fleet over MQTT (through the gateway account,
    which may publish for any car: no per-car accounts needed);
 4. once the telemetry topic holds ``train_after`` readings, `fleet ml train --promote` from
-   Kafka. tensorflow-io reads until the topic has been quiet for a few seconds, so the cars
-   are paused (SIGSTOP) while the trainer reads its slice and resumed (SIGCONT) as soon as it
-   has it; the fleet then catches up. The scorer picks the promoted model up by itself.
+   Kafka. tensorflow-io reads until the topic has been quiet for a few seconds, so the bridge
+   is stopped (SIGTERM: it flushes and disconnects) while the trainer reads its slice, and
+   started again as soon as the trainer has it. The cars drive on meanwhile: Mosquitto keeps
+   their readings in the bridge's persistent session (the bridge's no-loss guarantee) and the
+   restarted bridge delivers them, late but with their own event times. The scorer picks the
+   promoted model up by itself.
 5. on SIGTERM/Ctrl-C: the simulator and trainer first, then the services (SIGTERM, a
    deadline, then SIGKILL), then the stack servers this demo started.
 
@@ -37,7 +40,7 @@ from fleet.stack.process import read_pidfile
 SERVICES = ("bridge", "twin", "lake", "scorer")
 RUN_FOREVER_STEPS = 100_000_000  # the simulator's "until stopped"
 MAX_TRAININGS = 3
-MAX_PAUSE_S = 75.0  # below 1.5 x the simulator's MQTT keep-alive (60 s)
+MAX_BRIDGE_DOWN_S = 300.0  # Mosquitto queues meanwhile (max_queued_messages)
 
 
 class DemoFailed(RuntimeError):
@@ -58,7 +61,7 @@ class DemoOptions:
     ui: bool = True
     ui_port: int | None = None
     keep_stack: bool = False
-    stop_timeout: float = 30.0
+    stop_timeout: float = 60.0
     max_restarts: int = 3
 
 
@@ -89,7 +92,7 @@ class Demo:
         self.phase = "starting"
         self.trainings = 0
         self.next_training_at = options.train_after
-        self.paused_at: float | None = None
+        self.bridge_down_at: float | None = None
         self.ui_ready = False
         self.model_ready = False
 
@@ -191,7 +194,7 @@ class Demo:
         self._handle(self.supervisor.check())
         snapshot = self.observer.latest
         self._maybe_train(snapshot)
-        self._maybe_resume()
+        self._maybe_restart_bridge()
         if self.options.ui and not self.ui_ready and _http_ok(self.ui_url):
             self.ui_ready = True
             self.reporter.note(f"the fleet explorer is at {self.ui_url}")
@@ -211,7 +214,6 @@ class Demo:
                     f"{child.restarts} times); see {child.log_file}:\n{tail(child.log_file)}"
                 )
             elif child.name == "simulator":
-                self.supervisor.resume("simulator")
                 self.reporter.note(
                     "the simulator finished"
                     if event.action == "done"
@@ -233,8 +235,9 @@ class Demo:
         self.trainings += 1
         self.phase = "training"
         o = self.options
-        self.supervisor.pause("simulator")
-        self.paused_at = time.monotonic()
+        # tensorflow-io reads until the topic is quiet: hold the readings in Mosquitto.
+        self.supervisor.stop(["bridge"], self.options.stop_timeout)
+        self.bridge_down_at = time.monotonic()
         self.supervisor.start(
             "trainer",
             fleet_command(
@@ -257,21 +260,25 @@ class Demo:
         )
         self.reporter.note(
             f"{snapshot.readings:,} readings in Kafka: training a first model from them "
-            "(cars paused while the trainer reads its slice)"
+            "(the bridge pauses while the trainer reads them; Mosquitto keeps the cars' readings)"
         )
 
-    def _maybe_resume(self) -> None:
-        if self.paused_at is None:
+    def _maybe_restart_bridge(self) -> None:
+        if self.bridge_down_at is None:
             return
         trainer = self.supervisor.children["trainer"]
         read = '"read from kafka"' in _read(trainer.log_file)
-        if read or not trainer.running or time.monotonic() - self.paused_at > MAX_PAUSE_S:
-            self.supervisor.resume("simulator")
-            self.paused_at = None
-            self.reporter.note("the trainer has its slice: cars resumed")
+        if (
+            read
+            or not trainer.running
+            or time.monotonic() - self.bridge_down_at > MAX_BRIDGE_DOWN_S
+        ):
+            self.supervisor.start("bridge", fleet_command("run", "bridge"))
+            self.bridge_down_at = None
+            self.reporter.note("the trainer has its slice: bridge started again")
 
     def _training_ended(self, event: ChildExit) -> None:
-        self._maybe_resume()
+        self._maybe_restart_bridge()
         self.phase = "simulating"
         log_file = event.child.log_file
         if event.action == "done":

@@ -48,7 +48,6 @@ class Child:
     started_at: float = 0.0
     exit_code: int | None = None
     stopped: bool = False  # stopped on purpose (not a failure)
-    paused: bool = False
     env: dict[str, str] = field(default_factory=dict)  # on top of the supervisor's
     pids_seen: set[int] = field(default_factory=set)
 
@@ -63,7 +62,7 @@ class Child:
     @property
     def state(self) -> str:
         if self.running:
-            return "paused" if self.paused else "running"
+            return "running"
         if self.proc is None:
             return "not started"
         if self.stopped:
@@ -119,7 +118,7 @@ class Supervisor:
             )
         child.started_at = time.monotonic()
         child.exit_code = None
-        child.stopped = child.paused = False
+        child.stopped = False
         child.pids_seen.add(child.proc.pid)
         self.on_start(child)
 
@@ -150,19 +149,6 @@ class Supervisor:
                 for p in psutil.Process(child.pid).children(recursive=True):
                     child.pids_seen.add(p.pid)
 
-    def pause(self, name: str) -> None:
-        child = self.children.get(name)
-        if child and child.running and not child.paused:
-            self._signal_group(child, signal.SIGSTOP)
-            child.paused = True
-
-    def resume(self, name: str) -> None:
-        child = self.children.get(name)
-        if child and child.paused:
-            if child.running:
-                self._signal_group(child, signal.SIGCONT)
-            child.paused = False
-
     @staticmethod
     def _signal_group(child: Child, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -184,9 +170,6 @@ class Supervisor:
                 with contextlib.suppress(psutil.Error):
                     members.append(psutil.Process(pid))
             family[child.name] = members
-            if child.paused:
-                self._signal_group(child, signal.SIGCONT)
-                child.paused = False
             self._signal_group(child, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         killed = []

@@ -67,17 +67,3 @@ def test_stop_terms_then_kills_and_leaves_no_descendant(tmp_path: Path) -> None:
     assert polite.exit_code == -signal.SIGTERM
     assert stubborn.exit_code == -signal.SIGKILL
     assert not [pid for pid in family if _alive(pid)]
-
-
-def test_pause_and_resume(tmp_path: Path) -> None:
-    supervisor = Supervisor(tmp_path, {})
-    child = supervisor.start("sim", [PY, "-c", SLEEPER])
-    assert child.pid is not None
-    supervisor.pause("sim")
-    wait_for(lambda: psutil.Process(child.pid).status() == psutil.STATUS_STOPPED, 10, "stopped")
-    assert child.state == "paused"
-    supervisor.resume("sim")
-    wait_for(lambda: psutil.Process(child.pid).status() != psutil.STATUS_STOPPED, 10, "running")
-    supervisor.pause("sim")  # a paused child still stops cleanly (SIGCONT, then SIGTERM)
-    assert supervisor.stop_all(timeout=10) == []
-    assert not _alive(child.pid)
