@@ -11,10 +11,13 @@ import typer
 from pydantic import ValidationError
 
 from fleet.cli.commands import commands_app
+from fleet.cli.bench import bench_app
 from fleet.cli.context import CliError, load_settings
+from fleet.cli.demo import demo_app
 from fleet.cli.ingest import ingest_app
 from fleet.cli.lake import lake_app
 from fleet.cli.ml import ml_app
+from fleet.cli.run import run_app
 from fleet.cli.stack import stack_app
 from fleet.cli.topics import config_app, topics_app
 from fleet.cli.twin import twin_app
@@ -38,6 +41,9 @@ app.add_typer(ui_app, name="ui")
 app.add_typer(lake_app, name="lake")
 app.add_typer(ml_app, name="ml")
 app.add_typer(commands_app, name="commands")
+app.add_typer(run_app)
+app.add_typer(demo_app)
+app.add_typer(bench_app)
 
 
 @app.callback()
