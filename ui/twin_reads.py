@@ -81,6 +81,8 @@ def _ops(value: Any) -> bool:
 def prefix_range(prefix: str) -> Filter:
     """Ids starting with ``prefix`` as an index range (what an anchored regex means, but every
     server can serve a range from the index)."""
+    if ord(prefix[-1]) == 0x10FFFF:  # no successor character: an open range
+        return {"$gte": prefix}
     return {"$gte": prefix, "$lt": prefix[:-1] + chr(ord(prefix[-1]) + 1)}
 
 

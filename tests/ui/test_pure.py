@@ -17,6 +17,7 @@ from ui.twin_reads import (
     cursor_of,
     merge,
     page_queries,
+    prefix_range,
     table_filter,
     table_rows,
 )
@@ -54,6 +55,11 @@ def test_filters_are_one_flat_document_of_indexed_fields() -> None:
         "health.conditions.name": {"$in": list(CONDITION_NAMES)},
         "anomaly.is_anomaly": {"$in": [False, None]},  # equality, not $ne
     }
+
+
+def test_prefix_ranges() -> None:
+    assert prefix_range("car1") == {"$gte": "car1", "$lt": "car2"}
+    assert prefix_range("z\U0010ffff") == {"$gte": "z\U0010ffff"}
 
 
 def test_merge_joins_ranges_and_falls_back_to_and_on_a_clash() -> None:
