@@ -48,10 +48,16 @@ CHUNK = 5_000
 #: into the MongoDB-wire server fits a bench run; every other part has its full shape.
 HISTORY = 3
 
-#: (name, page script, query params, widget changes after the first run)
+#: (name, page script, query params, widget values and button clicks before the timed run)
 SCENARIOS: list[tuple[str, str, dict[str, str], list[tuple[str, str, Any]]]] = [
     ("overview", "views/overview.py", {}, []),
-    ("fleet table", "views/fleet_table.py", {}, []),
+    ("fleet table (all cars by id)", "views/fleet_table.py", {}, []),
+    (
+        "table: cars needing attention",
+        "views/fleet_table.py",
+        {},
+        [("selectbox", "table.condition", "any condition")],
+    ),
     (
         "table: condition filter, sorted by score",
         "views/fleet_table.py",
@@ -62,12 +68,29 @@ SCENARIOS: list[tuple[str, str, dict[str, str], list[tuple[str, str, Any]]]] = [
         ],
     ),
     (
-        "table: page 1000 (skip 49,950)",
+        "table: anomalous by score, next page (keyset)",
         "views/fleet_table.py",
         {},
-        [("number_input", "table.page", 1000)],
+        [
+            ("selectbox", "table.anomaly", "anomalous"),
+            ("selectbox", "table.sort", "anomaly score (highest first)"),
+            ("button", "table.next", None),
+        ],
+    ),
+    (
+        "table: firmware 1000",
+        "views/fleet_table.py",
+        {},
+        [("text_input", "table.firmware", "1000")],
+    ),
+    (
+        "table: search car id prefix",
+        "views/fleet_table.py",
+        {},
+        [("text_input", "table.search", "car4242")],
     ),
     ("car detail", "views/car.py", {"car": "car4242"}, []),
+    ("unknown car", "views/car.py", {"car": "car4242x"}, []),
     ("anomalies", "views/anomalies.py", {}, []),
 ]
 
@@ -80,7 +103,13 @@ def seed(settings: Settings, size: int) -> float:
     for first in range(1, size + 1, CHUNK):
         cars = min(CHUNK, size - first + 1)
         twins = simulated_twins(
-            cars, steps=HISTORY, seed=first, failure_rate=0.2, scored=cars, first_car=first
+            cars,
+            steps=HISTORY,
+            seed=first,
+            failure_rate=0.2,
+            scored=cars,
+            first_car=first,
+            scores_per_car=HISTORY,
         )
         collection.insert_many(twins, ordered=False)
         print(f"  inserted {first + cars - 1:,} twins", flush=True)
@@ -106,10 +135,15 @@ def render(settings: Settings, page: str, query: dict[str, str], changes: list[A
     at.session_state[SETTINGS_KEY] = settings
     at.switch_page(page)
     at.query_params.update(query)
-    if changes:  # set the widgets up first; the timed run is the one that applies them
-        at.run()
-        for kind, key, value in changes:
-            getattr(at, kind)(key=key).set_value(value)
+    # Widgets start at their chosen values (through session state, as if the user had set
+    # them); a button is clicked after one untimed run, and the timed run is the one it causes.
+    for kind, key, value in changes:
+        if kind != "button":
+            at.session_state[key] = value
+    for kind, key, _value in changes:
+        if kind == "button":
+            at.run()
+            at.button(key=key).click()
     started = time.perf_counter()
     at.run()
     elapsed = time.perf_counter() - started

@@ -8,7 +8,9 @@ result does not depend on how events were cut into batches):
 2. Event time: a reading older than the reported one (by event time, then seq) never
    overwrites reported values or health; it is counted as late and, if it fits, lands at its
    place in the bounded history. A reading equal to one already seen is a duplicate.
-3. Anomaly scores fold the same way into the `anomaly` part, newest by event time wins.
+3. Anomaly scores fold the same way into the `anomaly` part, newest by event time wins; each
+   score that wins is also appended to the bounded `anomaly_history` (for charts), so that list
+   depends only on the car's score events, never on how they interleave with readings.
    Commands change the `desired` part (twin/desired.py); `delta` is recomputed after a batch.
 4. Every event that is not a redelivery bumps `revision` and records its offset.
 """
@@ -40,6 +42,7 @@ def new_twin(car_id: str) -> Twin:
         "health": {"status": "unknown", "conditions": []},
         "anomaly": None,
         "history": [],
+        "anomaly_history": [],
         "counters": {
             "events_applied": 0,
             "readings_applied": 0,
@@ -151,7 +154,9 @@ def _fold_reading(
         twin["last_seen"] = at
 
 
-def _fold_score(twin: Twin, record: Mapping[str, Any], result: FoldResult) -> None:
+def _fold_score(
+    twin: Twin, record: Mapping[str, Any], history_size: int, result: FoldResult
+) -> None:
     at = ms_to_datetime(int(record["event_time"]))
     key = (at, int(record["seq"]), str(record["model_version"]))
     counters = twin["counters"]
@@ -183,6 +188,17 @@ def _fold_score(twin: Twin, record: Mapping[str, Any], result: FoldResult) -> No
         "scored_at": ms_to_datetime(int(record["scored_at"])),
         "anomalous_since": (was_since or at) if is_anomaly else None,
     }
+    scores = twin.setdefault("anomaly_history", [])
+    scores.append(
+        {
+            "event_time": at,
+            "seq": key[1],
+            "score": twin["anomaly"]["score"],
+            "threshold": twin["anomaly"]["threshold"],
+            "is_anomaly": is_anomaly,
+        }
+    )
+    del scores[: max(0, len(scores) - history_size)]
     counters["scores_applied"] += 1
     counters["events_applied"] += 1
 
@@ -201,6 +217,7 @@ def _copy_for_update(twin: Twin) -> Twin:
     copy = dict(twin)
     copy["counters"] = dict(twin["counters"])
     copy["history"] = list(twin["history"])
+    copy["anomaly_history"] = list(twin.get("anomaly_history", []))
     copy["health"] = dict(twin["health"])
     copy["positions"] = [dict(p) for p in twin["positions"]]
     return copy
@@ -227,7 +244,7 @@ def fold(
         elif event.kind == "command":
             _fold_command(twin, event.record, result)
         else:
-            _fold_score(twin, event.record, result)
+            _fold_score(twin, event.record, history_size, result)
         twin["revision"] += 1
         result.applied += 1
     if result.applied == 0:

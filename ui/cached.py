@@ -1,7 +1,10 @@
-"""Cached, read-only data for the pages: short TTLs, keyed by where the data lives.
+"""Cached, read-only data for the pages, keyed by where the data lives.
 
 Each function takes ``key`` (server, database, collection) so two explorers pointed at
-different databases never share entries; the collection handle itself is not hashed.
+different databases never share entries; the collection handle itself is not hashed. Fleet-wide
+figures are computed once per TTL and shared by every render and browser tab within it; the
+TTL counts from when a computation finished, so even a slow one is reused. The fleet clock is
+passed as ``_clock`` (not part of the key): an entry may use a clock up to its TTL old.
 """
 
 from __future__ import annotations
@@ -12,9 +15,13 @@ from typing import Any
 import streamlit as st
 
 from ui import context, streams, twin_reads
-from ui.twin_reads import FleetSummary, TableQuery
+from ui.twin_reads import Cursor, FleetSummary, TableQuery
 
 Key = tuple[str, str, str]
+#: Fleet figures on the overview are at most this old (its default refresh interval).
+SUMMARY_TTL_S = 10
+#: Table counts and pages are at most this old (a filter change asks again at once).
+TABLE_TTL_S = 15
 
 
 def key() -> Key:
@@ -22,44 +29,35 @@ def key() -> Key:
     return (s.mongodb_uri, s.mongodb.database, s.twin.collection)
 
 
-@st.cache_data(ttl=3, show_spinner=False)
-def summary(k: Key, window_s: float, clock: datetime | None) -> FleetSummary:
+@st.cache_data(ttl=SUMMARY_TTL_S, max_entries=64, show_spinner=False)
+def summary(k: Key, window_s: float, _clock: datetime | None) -> FleetSummary:
     with context.mongo_errors():
-        return twin_reads.fleet_summary(context.twins(), timedelta(seconds=window_s), clock)
+        return twin_reads.fleet_summary(context.twins(), timedelta(seconds=window_s), _clock)
 
 
-def fleet_clock(k: Key) -> datetime | None:
-    """The fleet's clock: event time of the newest reading. Reporting windows and "silent for"
-    filters are measured from it, so a replayed or time-lapsed fleet reads like a live one.
-    Kafka tells it in one fetch per partition; without Kafka, the newest twin tells."""
+def fleet_clock() -> tuple[datetime, bool]:
+    """The fleet's clock and whether it is the fleet's own: the event time of the newest reading
+    on the telemetry topic (one fetch per partition; so a replayed or time-lapsed fleet reads
+    like a live one). When Kafka cannot tell, the wall clock (finding the newest twin would
+    read every twin on servers that do not walk an index for a limit)."""
     stream = streams.telemetry(context.settings())
     if stream.newest_ms is not None:
-        return datetime.fromtimestamp(stream.newest_ms / 1000, tz=UTC)
-    return _twin_clock(k)
+        return datetime.fromtimestamp(stream.newest_ms / 1000, tz=UTC), True
+    return datetime.now(UTC), False
 
 
-@st.cache_data(ttl=30, show_spinner=False)
-def _twin_clock(k: Key) -> datetime | None:
+@st.cache_data(ttl=TABLE_TTL_S, max_entries=256, show_spinner=False)
+def table_count(k: Key, query: TableQuery, _clock: datetime | None) -> int:
     with context.mongo_errors():
-        return twin_reads.fleet_clock(context.twins())
+        return twin_reads.table_count(context.twins(), query, _clock)
 
 
-@st.cache_data(ttl=5, show_spinner=False)
-def onsets(k: Key) -> list[Any]:
+@st.cache_data(ttl=TABLE_TTL_S, max_entries=256, show_spinner=False)
+def table_page(
+    k: Key, query: TableQuery, _clock: datetime | None
+) -> tuple[list[dict[str, Any]], Cursor | None]:
     with context.mongo_errors():
-        return twin_reads.anomaly_onsets(context.twins())
-
-
-@st.cache_data(ttl=3, show_spinner=False)
-def table_count(k: Key, query: TableQuery, clock: datetime | None) -> int:
-    with context.mongo_errors():
-        return twin_reads.table_count(context.twins(), query, clock)
-
-
-@st.cache_data(ttl=3, show_spinner=False)
-def table_page(k: Key, query: TableQuery, clock: datetime | None) -> list[dict[str, Any]]:
-    with context.mongo_errors():
-        return twin_reads.table_page(context.twins(), query, clock)
+        return twin_reads.table_page(context.twins(), query, _clock)
 
 
 @st.cache_data(ttl=2, show_spinner=False)

@@ -86,6 +86,28 @@ def history_frame(twin: dict[str, Any]) -> pd.DataFrame:
     return frame.sort_values(["event_time", "seq"]).reset_index(drop=True)
 
 
+def score_frame(twin: dict[str, Any]) -> pd.DataFrame:
+    """The twin's score history (each score with the threshold it was judged against), oldest
+    first; a twin folded before scores were kept contributes its latest score alone."""
+    entries = list(twin.get("anomaly_history") or [])
+    anomaly = twin.get("anomaly")
+    if not entries and anomaly:
+        entries = [anomaly]
+    columns = ["event_time", "seq", "score", "threshold", "anomalous"]
+    if not entries:
+        return pd.DataFrame(columns=columns)
+    frame = pd.DataFrame(
+        {
+            "event_time": pd.to_datetime([e["event_time"] for e in entries], utc=True),
+            "seq": [e["seq"] for e in entries],
+            "score": [float(e["score"]) for e in entries],
+            "threshold": [float(e["threshold"]) for e in entries],
+            "anomalous": [bool(e["is_anomaly"]) for e in entries],
+        }
+    )
+    return frame.sort_values(["event_time", "seq"]).reset_index(drop=True)
+
+
 def json_safe(value: Any) -> Any:
     """A twin document as JSON-friendly data (dates as ISO text)."""
     if isinstance(value, dict):

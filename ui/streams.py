@@ -24,7 +24,7 @@ class Telemetry:
     error: str | None = None
 
 
-@st.cache_data(ttl=2, show_spinner=False)
+@st.cache_data(ttl=5, show_spinner=False)
 def _telemetry(bootstrap: str, topic: str, group: str, anomalies: str, _s: Settings) -> Telemetry:
     try:
         stats = stream_stats.topic_stats(_s, topic, group)

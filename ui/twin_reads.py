@@ -1,86 +1,192 @@
-"""The explorer's reads of the twins, built on the twin package's query API (`twin.queries`).
+"""The explorer's reads of the twins: bounded, index-served queries only (no scans).
 
-`twin.queries` owns the filters (`TwinFilter`), sort orders and projections; this module adds
-only what a screen needs on top: a car-id prefix search, a "seen within" window, paging, and
-fleet-wide counts made of index-backed `count_twins` calls (never a scan of the collection).
+Every filter is one flat document of indexed fields (no top-level ``$and``/``$or``/``$ne``/
+regex), so any server can route it through one index: MongoDB 7 does so for every form, but a
+simpler MongoDB-wire server (SecantusDB) routes only plain equality, ranges and ``$in``, and
+otherwise reads the whole collection. Pages are keyset pages (a range past the previous page's
+last sort key, then ``limit``), never ``skip``. Counts count the small side: "not anomalous"
+is all cars minus the anomalous ones, "reporting" all cars minus the silent ones.
 Query building is pure (unit-tested); the functions taking a collection do the I/O.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+import itertools
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from pymongo import DESCENDING
+from pymongo import ASCENDING, DESCENDING
 from pymongo.collection import Collection
 
-from twin import queries
 from twin.health import CONDITION_NAMES
-from twin.queries import TwinFilter
 
 Twins = Collection[dict[str, Any]]
+Filter = dict[str, Any]
 AnomalyChoice = Literal["any", "anomalous", "not anomalous"]
 
 FIRMWARE = "reported.control_unit_firmware.value"
-#: Sort orders offered by the table: labels for `twin.queries.SORTS`.
-SORTABLE: dict[str, str] = {
-    "car id": "car",
-    "anomaly score (highest first)": "anomaly",
-    "last seen (oldest first)": "last_seen",
+ANOMALOUS = "anomaly.is_anomaly"
+SCORE = "anomaly.score"
+CONDITION = "health.conditions.name"
+#: The condition choice meaning "at least one condition" (health status `attention`).
+ANY_CONDITION = "any condition"
+#: Sort orders offered by the table: label -> the indexed field (ties broken by car id).
+SORTABLE: dict[str, tuple[str, int]] = {
+    "car id": ("_id", ASCENDING),
+    "anomaly score (highest first)": (SCORE, DESCENDING),
+    "last seen (oldest first)": ("last_seen", ASCENDING),
 }
+#: Below every number / date: "any value that is not null".
+LOWEST: dict[str, Any] = {SCORE: float("-inf"), "last_seen": datetime(1970, 1, 1, tzinfo=UTC)}
+Cursor = tuple[Any, str]  # (sort value, car id) of a page's last row
 
 
 @dataclass(frozen=True)
 class TableQuery:
-    """What the fleet table asks for: twin's filter plus a prefix search, a window and a page."""
+    """What the fleet table asks for: filters, a sort, and where the page starts."""
 
-    search: str = ""  # car id prefix (an anchored regex uses the _id index)
-    condition: str | None = None
+    search: str = ""  # car id prefix
+    condition: str | None = None  # a condition name or ANY_CONDITION
     anomaly: AnomalyChoice = "any"
     firmware: int | None = None
     seen_within: timedelta | None = None  # last seen at most this long before the fleet clock
     silent_for: timedelta | None = None  # not seen for at least this long
     sort: str = "car id"
     reverse: bool = False
-    page: int = 0
     page_size: int = 50
+    after: Cursor | None = field(default=None, compare=True)  # keyset: start past this row
 
 
-def twin_filter(query: TableQuery, clock: datetime | None) -> TwinFilter:
-    anomalous = {"any": None, "anomalous": True, "not anomalous": False}[query.anomaly]
-    silent_since = clock - query.silent_for if clock and query.silent_for else None
-    return TwinFilter(
-        anomalous=anomalous,
-        condition=query.condition,
-        not_seen_since=silent_since,
-        firmware=query.firmware,
-    )
+def merge(*parts: Filter) -> Filter:
+    """AND flat filters into one flat filter, joining operator documents on the same field
+    (``{_id: {$gte: a}}`` and ``{_id: {$gt: b}}`` give ``{_id: {$gte: a, $gt: b}}``); only a
+    true clash (an equality and another condition on one field) falls back to ``$and``."""
+    out: Filter = {}
+    for part in parts:
+        for key, value in part.items():
+            if key not in out:
+                out[key] = value
+            elif _ops(out[key]) and _ops(value) and not set(out[key]) & set(value):
+                out[key] = {**out[key], **value}
+            else:
+                return {"$and": [p for p in parts if p]}
+    return out
 
 
-def table_filter(query: TableQuery, clock: datetime | None) -> dict[str, Any]:
-    """The MongoDB filter: twin's own filter, and the table's extras, all on indexed fields."""
-    parts: list[dict[str, Any]] = []
-    base = twin_filter(query, clock).query()
-    if base:
-        parts.append(base)
+def _ops(value: Any) -> bool:
+    return isinstance(value, dict) and bool(value) and all(k.startswith("$") for k in value)
+
+
+def prefix_range(prefix: str) -> Filter:
+    """Ids starting with ``prefix`` as an index range (what an anchored regex means, but every
+    server can serve a range from the index)."""
+    if ord(prefix[-1]) == 0x10FFFF:  # no successor character: an open range
+        return {"$gte": prefix}
+    return {"$gte": prefix, "$lt": prefix[:-1] + chr(ord(prefix[-1]) + 1)}
+
+
+def base_filter(query: TableQuery, clock: datetime | None) -> Filter:
+    """The filters except the two "large side" ones (not anomalous, seen within)."""
+    parts: list[Filter] = []
+    if query.condition == ANY_CONDITION:
+        parts.append({CONDITION: {"$in": list(CONDITION_NAMES)}})
+    elif query.condition is not None:
+        if query.condition not in CONDITION_NAMES:
+            raise ValueError(
+                f"unknown condition {query.condition!r}; one of {', '.join(CONDITION_NAMES)}"
+            )
+        parts.append({CONDITION: query.condition})
+    if query.anomaly == "anomalous":
+        parts.append({ANOMALOUS: True})
+    if query.firmware is not None:
+        parts.append({FIRMWARE: query.firmware})
     if query.search.strip():
-        parts.append({"_id": {"$regex": "^" + re.escape(query.search.strip())}})
+        parts.append({"_id": prefix_range(query.search.strip())})
+    if clock is not None and query.silent_for is not None:
+        parts.append({"last_seen": {"$lt": clock - query.silent_for}})
+    return merge(*parts)
+
+
+def complements(query: TableQuery, clock: datetime | None) -> list[list[Filter]]:
+    """The large-side filters as their small complements, each a list of disjoint parts."""
+    out: list[list[Filter]] = []
+    if query.anomaly == "not anomalous":
+        out.append([{ANOMALOUS: True}])
+    if clock is not None and query.seen_within is not None:
+        out.append([{"last_seen": {"$lt": clock - query.seen_within}}, {"last_seen": None}])
+    return out
+
+
+def table_filter(query: TableQuery, clock: datetime | None) -> Filter:
+    """The whole filter of the table's rows."""
+    parts = [base_filter(query, clock)]
+    if query.anomaly == "not anomalous":
+        parts.append({ANOMALOUS: {"$in": [False, None]}})  # equality: index-served
     if clock is not None and query.seen_within is not None:
         parts.append({"last_seen": {"$gte": clock - query.seen_within}})
-    if not parts:
-        return {}
-    return parts[0] if len(parts) == 1 else {"$and": parts}
+    return merge(*parts)
 
 
-def table_sort(query: TableQuery) -> list[tuple[str, int]]:
-    order = queries.SORTS[SORTABLE[query.sort]]
-    if not query.reverse:
-        return order
-    # Reverse the main key only; the _id tie-breaker keeps pages stable either way.
-    (path, direction), *rest = order
-    return [(path, -direction), *rest]
+def count_terms(query: TableQuery, clock: datetime | None) -> list[tuple[int, Filter]]:
+    """(sign, filter) terms whose signed counts add up to the table's count (inclusion-
+    exclusion over the complements), so only small sets are ever counted when the base is
+    small; an empty filter stands for "all twins" (the collection's own count)."""
+    base = base_filter(query, clock)
+    terms: list[tuple[int, Filter]] = []
+    groups = complements(query, clock)
+    for chosen in itertools.product(*[[None, *g] for g in groups]):
+        picked = [c for c in chosen if c is not None]
+        terms.append(((-1) ** len(picked), merge(base, *picked)))
+    return terms
+
+
+def page_queries(query: TableQuery, clock: datetime | None) -> list[tuple[Filter, list[Any]]]:
+    """The keyset page as a few (filter, sort) queries, read in order until the page is full.
+
+    Order is (sort field, car id) with nulls lowest, as MongoDB sorts. Past a cursor (v, id):
+    first the rows tied at v after id, then those strictly beyond v (then, descending, the
+    nulls). Each query is a flat filter with a range on the sort key.
+    """
+    path, direction = SORTABLE[query.sort]
+    if query.reverse:
+        direction = -direction
+    where = table_filter(query, clock)
+    if path == "_id":
+        keyset = {} if query.after is None else {"_id": {_gt(direction): query.after[1]}}
+        return [(merge(where, keyset), [("_id", direction)])]
+    by_value = [(path, direction), ("_id", ASCENDING)]
+    by_id = [("_id", ASCENDING)]
+    any_value = {path: {"$gte": LOWEST[path]}}
+    nulls = {path: None}
+    out: list[tuple[Filter, list[Any]]] = []
+    if query.after is None:
+        if direction == ASCENDING:
+            return [(merge(where, nulls), by_id), (merge(where, any_value), by_value)]
+        return [(merge(where, any_value), by_value), (merge(where, nulls), by_id)]
+    value, car = query.after
+    out.append((merge(where, {path: value, "_id": {"$gt": car}}), by_id))
+    if value is None:
+        if direction == ASCENDING:
+            out.append((merge(where, any_value), by_value))
+        return out
+    out.append((merge(where, {path: {_gt(direction): value}}), by_value))
+    if direction == DESCENDING:
+        out.append((merge(where, nulls), by_id))
+    return out
+
+
+def _gt(direction: int) -> str:
+    return "$gt" if direction == ASCENDING else "$lt"
+
+
+def cursor_of(doc: dict[str, Any], query: TableQuery) -> Cursor:
+    """The keyset cursor of a page's last row."""
+    path, _ = SORTABLE[query.sort]
+    value: Any = doc
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return (value, doc["_id"])
 
 
 def table_rows(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -109,24 +215,34 @@ def table_rows(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 TABLE_PROJECTION = {
     "health.status": 1,
     "health.conditions.name": 1,
-    "anomaly.is_anomaly": 1,
-    "anomaly.score": 1,
+    ANOMALOUS: 1,
+    SCORE: 1,
     FIRMWARE: 1,
     "last_seen": 1,
     "counters.readings_applied": 1,
 }
 
 
-# --- I/O: each function is one bounded round trip (or a handful) ---
+def health_pipeline() -> list[dict[str, Any]]:
+    """Cars per condition and cars with any condition ("*"), in one pass over the cars that
+    have a condition (through the condition index). A car with one condition on two wheels
+    counts once for it."""
+    return [
+        {"$match": {CONDITION: {"$in": list(CONDITION_NAMES)}}},
+        {"$project": {"health.conditions.name": 1}},
+        {"$unwind": "$health.conditions"},
+        {"$group": {"_id": "$_id", "names": {"$addToSet": "$health.conditions.name"}}},
+        {"$project": {"names": {"$concatArrays": ["$names", ["*"]]}}},
+        {"$unwind": "$names"},
+        {"$group": {"_id": "$names", "cars": {"$sum": 1}}},
+    ]
 
 
-def fleet_clock(twins: Twins) -> datetime | None:
-    """Event time of the newest reading on any twin. Used when Kafka cannot tell (see
-    `ui.cached.fleet_clock`): a server without limit push-down reads every twin for it."""
-    doc = twins.find_one(
-        {"last_seen": {"$ne": None}}, {"last_seen": 1}, sort=[("last_seen", DESCENDING)]
-    )
-    return doc["last_seen"] if doc else None
+# --- I/O: each function is a few bounded, index-served round trips ---
+
+
+def count(twins: Twins, where: Filter) -> int:
+    return twins.count_documents(where) if where else twins.estimated_document_count()
 
 
 @dataclass(frozen=True)
@@ -136,76 +252,80 @@ class FleetSummary:
     anomalous: int
     attention: int  # at least one health condition
     conditions: dict[str, int]  # cars per health condition name
+    onsets: list[datetime]  # when each anomalous car turned anomalous
     clock: datetime | None
 
 
-def fleet_summary(twins: Twins, window: timedelta, clock: datetime | None) -> FleetSummary:
-    """Fleet-wide counts. Each count matches the few cars it counts (the anomalous, the silent,
-    those with a condition) through an index, never the whole fleet: "reporting" is the total
-    minus the silent cars."""
+def fleet_summary(
+    twins: Twins, window: timedelta, clock: datetime | None, onset_limit: int = 50_000
+) -> FleetSummary:
+    """Fleet-wide figures, each from the few cars it is about: the silent (a range and a null
+    on `last_seen`), the anomalous (equality on the anomaly index) and those with a condition
+    (one aggregation through the condition index). Reporting = all - silent."""
     total = twins.estimated_document_count()
-    count = queries.count_twins
-    silent = count(twins, TwinFilter(not_seen_since=clock - window)) if clock else total
+    if clock is None:
+        silent = total
+    else:
+        since = clock - window
+        silent = count(twins, {"last_seen": {"$lt": since}}) + count(twins, {"last_seen": None})
+    per_name = {row["_id"]: row["cars"] for row in twins.aggregate(health_pipeline())}
+    cursor = twins.find({ANOMALOUS: True}, {"_id": 0, "anomaly.anomalous_since": 1})
+    anomalous_docs = list(cursor.limit(onset_limit))
+    anomalous = len(anomalous_docs)
+    if anomalous == onset_limit:  # more than we fetch: count them all
+        anomalous = count(twins, {ANOMALOUS: True})
+    onsets = [
+        d["anomaly"]["anomalous_since"]
+        for d in anomalous_docs
+        if d.get("anomaly", {}).get("anomalous_since")
+    ]
     return FleetSummary(
         twins=total,
         reporting=max(0, total - silent),
-        anomalous=count(twins, TwinFilter(anomalous=True)),
-        # Cars with any condition, through the condition index (not a scan of health.status).
-        attention=twins.count_documents({"health.conditions.name": {"$in": CONDITION_NAMES}}),
-        conditions={name: count(twins, TwinFilter(condition=name)) for name in CONDITION_NAMES},
+        anomalous=anomalous,
+        attention=per_name.get("*", 0),
+        conditions={name: per_name.get(name, 0) for name in CONDITION_NAMES},
+        onsets=onsets,
         clock=clock,
     )
 
 
-def anomaly_onsets(twins: Twins, limit: int = 20_000) -> list[datetime]:
-    """When each currently anomalous car turned anomalous (at most ``limit``, newest first)."""
-    cursor = (
-        twins.find(
-            {"anomaly.is_anomaly": True},
-            {"_id": 0, "anomaly.anomalous_since": 1},
-        )
-        .sort("anomaly.anomalous_since", DESCENDING)
-        .limit(limit)
-    )
-    return [d["anomaly"]["anomalous_since"] for d in cursor if d["anomaly"].get("anomalous_since")]
-
-
 def table_count(twins: Twins, query: TableQuery, clock: datetime | None) -> int:
-    where = table_filter(query, clock)
-    return twins.count_documents(where) if where else twins.estimated_document_count()
+    return max(0, sum(sign * count(twins, where) for sign, where in count_terms(query, clock)))
 
 
-def table_page(twins: Twins, query: TableQuery, clock: datetime | None) -> list[dict[str, Any]]:
-    """The rows of the requested page (only the table's fields are fetched)."""
-    cursor = (
-        twins.find(table_filter(query, clock), TABLE_PROJECTION)
-        .sort(table_sort(query))
-        .skip(query.page * query.page_size)
-        .limit(query.page_size)
-    )
-    return table_rows(list(cursor))
+def table_page(
+    twins: Twins, query: TableQuery, clock: datetime | None
+) -> tuple[list[dict[str, Any]], Cursor | None]:
+    """One keyset page (only the table's fields) and the cursor of its last row."""
+    docs: list[dict[str, Any]] = []
+    for where, sort in page_queries(query, clock):
+        wanted = query.page_size - len(docs)
+        if wanted <= 0:
+            break
+        docs.extend(twins.find(where, TABLE_PROJECTION).sort(sort).limit(wanted))
+    last = cursor_of(docs[-1], query) if docs else None
+    return table_rows(docs), last
 
 
 def get_twin(twins: Twins, car_id: str) -> dict[str, Any] | None:
-    return queries.get_twin(twins, car_id)
+    return twins.find_one({"_id": car_id})
 
 
-def similar_ids(twins: Twins, car_id: str, limit: int = 5) -> list[str]:
-    """A few existing car ids sharing the typed prefix, to help after a typo."""
-    prefix = re.match(r"[A-Za-z_-]*", car_id)
-    stem = prefix.group(0) if prefix else ""
-    cursor = (
-        twins.find({"_id": {"$regex": "^" + re.escape(stem)}}, {"_id": 1}).sort("_id").limit(limit)
-    )
-    return [d["_id"] for d in cursor]
+def similar_ids(twins: Twins, car_id: str) -> list[str]:
+    """Existing cars whose id is the typed one shortened or in other case (a typo's likely
+    intent), by `_id` point lookups only."""
+    stems = {car_id[:n] for n in range(1, len(car_id))}
+    candidates = sorted(stems | {car_id.lower(), car_id.upper()} - {car_id}, key=len, reverse=True)
+    found = {d["_id"] for d in twins.find({"_id": {"$in": candidates}}, {"_id": 1})}
+    return [c for c in candidates if c in found][:5]
 
 
 def leaderboard(
     twins: Twins, limit: int = 25, only_anomalous: bool = False
 ) -> list[dict[str, Any]]:
     """The highest anomaly scores in the fleet, with the sensors that drive them."""
-    if only_anomalous:
-        return queries.top_anomalous(twins, limit)
-    where = {"anomaly.score": {"$ne": None}}
-    cursor = twins.find(where, queries.SUMMARY).sort(queries.SORTS["anomaly"]).limit(limit)
-    return list(cursor)
+    where = {ANOMALOUS: True} if only_anomalous else {SCORE: {"$gte": LOWEST[SCORE]}}
+    projection = {"history": 0, "anomaly_history": 0, "reported": 0, "positions": 0}
+    cursor = twins.find(where, projection).sort([(SCORE, DESCENDING), ("_id", ASCENDING)])
+    return list(cursor.limit(limit))

@@ -70,15 +70,21 @@ SILENT = ("car1", "car2", "car3")
 def fleet_events() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The module fleet's readings and scores (deterministic: same seed, same events)."""
     return simulated_events(
-        cars=60, steps=8, failure_rate=0.6, scored=45, silent=SILENT, interval_ms=120_000
+        cars=60,
+        steps=8,
+        failure_rate=0.6,
+        scored=45,
+        silent=SILENT,
+        interval_ms=120_000,
+        scores_per_car=3,
     )
 
 
 @pytest.fixture(scope="session")
 def fleet(stack_env: dict[str, str]) -> tuple[Settings, list[dict[str, Any]]]:
-    """60 simulated cars (45 scored, 3 silent after two readings) projected into twins by the
-    real twin projector from Kafka (and archived by the real lake archiver); shared by the
-    session's UI tests, which only read it."""
+    """60 simulated cars (45 scored on their last 3 readings, 3 silent after two readings)
+    projected into twins by the real twin projector from Kafka (and archived by the real lake
+    archiver); shared by the session's UI tests, which only read it."""
     settings = isolated(Settings())
     readings, scores = fleet_events()
     produce(settings, readings)

@@ -7,6 +7,7 @@ pure fold, so the documents have exactly the projector's shape.
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 from ingest.simulator import FleetSimulator, SimulationConfig
@@ -19,7 +20,9 @@ THRESHOLD = 0.5
 def score_for(record: dict[str, Any]) -> dict[str, Any]:
     """A scorer's verdict on one reading: anomalous exactly when a failure mode is active."""
     modes = record["failure_modes"] or []
-    value = 0.8 + 0.05 * len(modes) if modes else 0.1 + (hash(record["car_id"]) % 10) / 100
+    # A deterministic spread per reading, as a real model's scores have.
+    jitter = zlib.crc32(f"{record['car_id']}:{record['seq']}".encode()) % 10_000 / 100_000
+    value = (0.8 + 0.05 * len(modes) if modes else 0.1) + jitter
     return {
         "car_id": record["car_id"],
         "event_time": record["event_time"],
@@ -47,9 +50,11 @@ def simulated_events(
     silent: tuple[str, ...] = (),
     interval_ms: int = 10_000,
     first_car: int = 1,
+    scores_per_car: int = 1,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(readings, scores): ``steps`` readings per car, except that ``silent`` cars stop after
-    two; one score for the newest reading of each of the first ``scored`` cars (-1 = all)."""
+    two; a score for each of the newest ``scores_per_car`` readings of each of the first
+    ``scored`` cars (-1 = all), oldest first."""
     simulator = FleetSimulator(
         SimulationConfig(
             cars=cars,
@@ -60,15 +65,15 @@ def simulated_events(
         )
     )
     readings: list[dict[str, Any]] = []
-    last: dict[str, dict[str, Any]] = {}
+    last: dict[str, list[dict[str, Any]]] = {}
     for batch in simulator.run(steps):
         for record in batch.records():
             if record["car_id"] in silent and record["seq"] >= 2:
                 continue
             readings.append(record)
-            last[record["car_id"]] = record
+            last.setdefault(record["car_id"], []).append(record)
     chosen = simulator.car_ids if scored < 0 else simulator.car_ids[:scored]
-    return readings, [score_for(last[car]) for car in chosen]
+    return readings, [score_for(r) for car in chosen for r in last[car][-scores_per_car:]]
 
 
 def simulated_twins(
@@ -79,10 +84,12 @@ def simulated_twins(
     failure_rate: float = 3.0,
     scored: int = -1,
     first_car: int = 1,
+    scores_per_car: int = 1,
 ) -> list[dict[str, Any]]:
     """The twins the projector would build from ``simulated_events`` (folded in memory)."""
     readings, scores = simulated_events(
         cars,
+        scores_per_car=scores_per_car,
         steps=steps,
         seed=seed,
         failure_rate=failure_rate,

@@ -24,6 +24,12 @@ pytestmark = pytest.mark.integration
 Fleet = tuple[Settings, list[dict[str, Any]]]
 
 
+def arrow_frame(data: bytes) -> Any:
+    import pyarrow as pa
+
+    return pa.ipc.open_stream(data).read_all().to_pandas()
+
+
 def metrics(at: AppTest) -> dict[str, str]:
     return {m.label: m.value for m in at.metric}
 
@@ -52,7 +58,7 @@ def test_overview_counts(fleet: Fleet, render: Render) -> None:
     assert shown["Need attention"] == str(attention)
     readings = sum(t["counters"]["readings_applied"] for t in twins)
     assert shown["Events in Kafka"] == f"{readings:,}", texts(at)
-    assert shown["Scores in Kafka"] == "45"
+    assert shown["Scores in Kafka"] == str(len(fleet_events()[1]))
     assert shown["Twin projector lag"] == "0"  # the projector committed everything
 
     conditions = next(d.value for d in at.dataframe if "condition" in d.value.columns)
@@ -69,10 +75,14 @@ def test_table_filters_sort_and_pages(fleet: Fleet, render: Render) -> None:
     assert "Cars 1–50 of 60" in texts(at)
     assert len(at.dataframe[0].value) == 50
     assert list(at.dataframe[0].value["car"][:3]) == ["car1", "car10", "car11"]  # by id
+    first_page = list(at.dataframe[0].value["car"])
 
-    at.number_input(key="table.page").set_value(2).run()
+    at.button(key="table.next").click().run()  # keyset: continues past the last row shown
     assert "Cars 51–60 of 60" in texts(at)
-    assert len(at.dataframe[0].value) == 10
+    assert list(at.dataframe[0].value["car"]) == sorted(t["_id"] for t in twins)[50:]
+    assert at.button(key="table.next").disabled
+    at.button(key="table.prev").click().run()
+    assert list(at.dataframe[0].value["car"]) == first_page
 
     at.text_input(key="table.search").set_value("car1").run()  # car1, car10..car19
     assert "of 11" in texts(at)
@@ -83,10 +93,15 @@ def test_table_filters_sort_and_pages(fleet: Fleet, render: Render) -> None:
     low = cars_with(twins, "tire_pressure_low")
     assert low
     assert set(at.dataframe[0].value["car"]) == low
+    at.selectbox(key="table.condition").set_value("any condition").run()
+    attention = {t["_id"] for t in twins if t["health"]["conditions"]}
+    assert f"of {len(attention)}" in texts(at)
+    assert set(at.dataframe[0].value["car"]) == attention
     at.selectbox(key="table.condition").set_value("any").run()
 
     at.selectbox(key="table.anomaly").set_value("not anomalous").run()
     calm = {t["_id"] for t in twins if not (t["anomaly"] and t["anomaly"]["is_anomaly"])}
+    assert f"of {len(calm)}" in texts(at)  # counted as all cars minus the anomalous ones
     assert set(at.dataframe[0].value["car"]) == calm
 
     at.selectbox(key="table.anomaly").set_value("any").run()
@@ -95,16 +110,34 @@ def test_table_filters_sort_and_pages(fleet: Fleet, render: Render) -> None:
     assert outdated
     assert set(at.dataframe[0].value["car"]) == outdated
     at.text_input(key="table.firmware").set_value("").run()
-    at.selectbox(key="table.sort").set_value("anomaly score (highest first)").run()
-    best = max((t for t in twins if t["anomaly"]), key=lambda t: t["anomaly"]["score"])
-    shown = at.dataframe[0].value
-    assert shown["score"].iloc[0] == pytest.approx(best["anomaly"]["score"])
-    assert list(shown["score"].dropna()) == sorted(shown["score"].dropna(), reverse=True)
 
     at.selectbox(key="table.last_seen").set_value("silent for 10 min+").run()
     assert set(at.dataframe[0].value["car"]) == set(SILENT)
+    at.selectbox(key="table.last_seen").set_value("within 10 min").run()
+    assert f"of {len(twins) - len(SILENT)}" in texts(at)  # all minus the silent ones
     at.selectbox(key="table.last_seen").set_value("silent for 1 h+").run()
     assert "No car matches these filters." in texts(at)
+
+
+def test_table_keyset_pages_by_score(fleet: Fleet, render: Render) -> None:
+    _settings, twins = fleet
+    at = render("table")
+    # By score, highest first, across two keyset pages: every car once, in order, unscored last.
+    at.selectbox(key="table.sort").set_value("anomaly score (highest first)").run()
+    shown = list(at.dataframe[0].value.itertuples(index=False))
+    at.button(key="table.next").click().run()
+    shown += list(at.dataframe[0].value.itertuples(index=False))
+    expected = sorted(
+        twins,
+        key=lambda t: (t["anomaly"] is None, -(t["anomaly"] or {"score": 0})["score"], t["_id"]),
+    )
+    assert [row.car for row in shown] == [t["_id"] for t in expected]
+    scored = [t for t in expected if t["anomaly"]]
+    assert [row.score for row in shown[: len(scored)]] == pytest.approx(
+        [t["anomaly"]["score"] for t in scored]
+    )
+    at.button(key="table.first").click().run()
+    assert at.dataframe[0].value["car"].iloc[0] == expected[0]["_id"]
 
 
 def test_car_detail(fleet: Fleet, render: Render) -> None:
@@ -124,7 +157,31 @@ def test_car_detail(fleet: Fleet, render: Render) -> None:
     assert reported.set_index("sensor").loc["speed", "value"] == pytest.approx(speed)
     conditions = at.dataframe[1].value
     assert len(conditions) == len(twin["health"]["conditions"])
-    assert f"{len(twin['history'])} most recent readings kept on the twin." in texts(at)
+    scores = twin["anomaly_history"]
+    assert len(scores) == 3
+    assert (
+        f"{len(twin['history'])} most recent readings and 3 most recent scores kept on the twin."
+        in texts(at)
+    )
+    # The score history as shown (newest first), each with its threshold and verdict.
+    shown_scores = next(d.value for d in at.dataframe if "threshold" in d.value.columns)
+    assert list(shown_scores["seq"]) == [h["seq"] for h in reversed(scores)]
+    assert list(shown_scores["score"]) == pytest.approx([h["score"] for h in reversed(scores)])
+    assert list(shown_scores["threshold"]) == [h["threshold"] for h in reversed(scores)]
+    assert list(shown_scores["anomalous"]) == [h["is_anomaly"] for h in reversed(scores)]
+    # The chart layers the score and the threshold on the sensors' time axis.
+    charts = [(json.loads(c.proto.spec), c.proto.datasets) for c in at.get("vega_lite_chart")]
+    (sensors, _), (score_chart, datasets) = [
+        c for c in charts if "facet" in c[0] or "layer" in c[0]
+    ]
+    scales = [layer["encoding"]["x"]["scale"] for layer in score_chart["layer"]]
+    assert scales == [sensors["spec"]["encoding"]["x"]["scale"]] * 3  # one time axis
+    frames = {d.name: arrow_frame(d.data.data) for d in datasets}
+    plotted = {tuple(sorted(f.columns)): f for f in frames.values()}
+    line = next(f for cols, f in plotted.items() if "score" in cols)
+    assert list(line["score"]) == pytest.approx([h["score"] for h in scores])
+    threshold = next(f for cols, f in plotted.items() if "score" not in cols)
+    assert set(threshold["threshold"]) == {h["threshold"] for h in scores}
     assert at.json[0].value  # the raw twin document
     assert twin["_id"] in at.json[0].value
 
@@ -132,7 +189,7 @@ def test_car_detail(fleet: Fleet, render: Render) -> None:
 def test_unknown_car_is_a_message(fleet: Fleet, render: Render) -> None:
     at = render("car", {"car": "car999999"})
     assert "No car with id `car999999` in the fleet." in texts(at)
-    assert "`car1`" in texts(at)  # a hint at cars that exist
+    assert "`car9`" in texts(at)  # a hint at cars that exist (the id shortened)
     assert not at.metric
 
 

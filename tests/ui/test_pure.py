@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from tests.ui.fleetdata import simulated_twins
+from twin.health import CONDITION_NAMES
 from ui import present, streams
-from ui.twin_reads import TableQuery, table_filter, table_rows, table_sort
+from ui.twin_reads import (
+    ANY_CONDITION,
+    TableQuery,
+    count_terms,
+    cursor_of,
+    merge,
+    page_queries,
+    prefix_range,
+    table_filter,
+    table_rows,
+)
 
 CLOCK = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -17,7 +29,12 @@ def test_no_filter_is_an_empty_query() -> None:
     assert table_filter(TableQuery(), CLOCK) == {}
 
 
-def test_filters_combine_twin_filter_with_the_table_extras() -> None:
+def flat(where: dict) -> bool:
+    """No top-level operator: a server can route the whole filter through one index."""
+    return not any(k.startswith("$") for k in where)
+
+
+def test_filters_are_one_flat_document_of_indexed_fields() -> None:
     query = TableQuery(
         search="car1.",
         condition="tire_pressure_low",
@@ -26,23 +43,56 @@ def test_filters_combine_twin_filter_with_the_table_extras() -> None:
         seen_within=timedelta(minutes=5),
     )
     where = table_filter(query, CLOCK)
-    parts = where["$and"]
-    assert parts[0] == {
-        "anomaly.is_anomaly": True,
-        "health.conditions.name": "tire_pressure_low",
-        "reported.control_unit_firmware.value": 1000,
-    }
-    assert parts[1] == {"_id": {"$regex": r"^car1\."}}  # the prefix is escaped, anchored
-    assert parts[2] == {"last_seen": {"$gte": CLOCK - timedelta(minutes=5)}}
-
-
-def test_silent_for_uses_twins_not_seen_since() -> None:
-    where = table_filter(TableQuery(silent_for=timedelta(hours=1)), CLOCK)
     assert where == {
-        "$or": [{"last_seen": {"$lt": CLOCK - timedelta(hours=1)}}, {"last_seen": None}]
+        "health.conditions.name": "tire_pressure_low",
+        "anomaly.is_anomaly": True,
+        "reported.control_unit_firmware.value": 1000,
+        "_id": {"$gte": "car1.", "$lt": "car1/"},  # the prefix as an index range
+        "last_seen": {"$gte": CLOCK - timedelta(minutes=5)},
     }
-    # Without a clock, time filters cannot apply.
+    calm = table_filter(TableQuery(anomaly="not anomalous", condition=ANY_CONDITION), CLOCK)
+    assert calm == {
+        "health.conditions.name": {"$in": list(CONDITION_NAMES)},
+        "anomaly.is_anomaly": {"$in": [False, None]},  # equality, not $ne
+    }
+
+
+def test_prefix_ranges() -> None:
+    assert prefix_range("car1") == {"$gte": "car1", "$lt": "car2"}
+    assert prefix_range("z\U0010ffff") == {"$gte": "z\U0010ffff"}
+
+
+def test_merge_joins_ranges_and_falls_back_to_and_on_a_clash() -> None:
+    assert merge({"_id": {"$gte": "a"}}, {"_id": {"$gt": "b"}}) == {
+        "_id": {"$gte": "a", "$gt": "b"}
+    }
+    assert merge({"last_seen": None}, {"last_seen": {"$lt": 1}}) == {
+        "$and": [{"last_seen": None}, {"last_seen": {"$lt": 1}}]
+    }
+
+
+def test_silent_for_is_a_range_and_needs_a_clock() -> None:
+    where = table_filter(TableQuery(silent_for=timedelta(hours=1)), CLOCK)
+    assert where == {"last_seen": {"$lt": CLOCK - timedelta(hours=1)}}
     assert table_filter(TableQuery(silent_for=timedelta(hours=1)), None) == {}
+
+
+def test_counts_count_the_small_side() -> None:
+    since = CLOCK - timedelta(minutes=5)
+    terms = count_terms(
+        TableQuery(anomaly="not anomalous", seen_within=timedelta(minutes=5)), CLOCK
+    )
+    assert terms == [
+        (1, {}),  # all twins (the collection's own count)
+        (-1, {"last_seen": {"$lt": since}}),
+        (-1, {"last_seen": None}),
+        (-1, {"anomaly.is_anomaly": True}),
+        (1, {"anomaly.is_anomaly": True, "last_seen": {"$lt": since}}),
+        (1, {"anomaly.is_anomaly": True, "last_seen": None}),
+    ]
+    assert count_terms(TableQuery(firmware=1000), CLOCK) == [
+        (1, {"reported.control_unit_firmware.value": 1000})
+    ]
 
 
 def test_unknown_condition_is_refused() -> None:
@@ -50,12 +100,55 @@ def test_unknown_condition_is_refused() -> None:
         table_filter(TableQuery(condition="flat_battery"), CLOCK)
 
 
-def test_sorts_reverse_the_main_key_only() -> None:
-    assert table_sort(TableQuery(sort="car id")) == [("_id", 1)]
-    assert table_sort(TableQuery(sort="anomaly score (highest first)", reverse=True)) == [
-        ("anomaly.score", 1),
-        ("_id", 1),
+def test_keyset_pages_by_car_id() -> None:
+    first = page_queries(TableQuery(firmware=1000), CLOCK)
+    assert first == [({"reported.control_unit_firmware.value": 1000}, [("_id", 1)])]
+    after = page_queries(TableQuery(search="car", after=(None, "car77")), CLOCK)
+    assert after == [({"_id": {"$gte": "car", "$lt": "cas", "$gt": "car77"}}, [("_id", 1)])]
+    back = page_queries(TableQuery(reverse=True, after=(None, "car77")), CLOCK)
+    assert back == [({"_id": {"$lt": "car77"}}, [("_id", -1)])]
+
+
+def test_keyset_pages_by_score_continue_past_ties_then_below_then_nulls() -> None:
+    by_score = [("anomaly.score", -1), ("_id", 1)]
+    by_id = [("_id", 1)]
+    query = TableQuery(sort="anomaly score (highest first)", anomaly="anomalous")
+    assert page_queries(query, CLOCK) == [
+        ({"anomaly.is_anomaly": True, "anomaly.score": {"$gte": float("-inf")}}, by_score),
+        ({"anomaly.is_anomaly": True, "anomaly.score": None}, by_id),
     ]
+    after = page_queries(dataclasses.replace(query, after=(0.9, "car7")), CLOCK)
+    assert after == [
+        ({"anomaly.is_anomaly": True, "anomaly.score": 0.9, "_id": {"$gt": "car7"}}, by_id),
+        ({"anomaly.is_anomaly": True, "anomaly.score": {"$lt": 0.9}}, by_score),
+        ({"anomaly.is_anomaly": True, "anomaly.score": None}, by_id),
+    ]
+    assert all(flat(where) for where, _ in after)
+    # Ascending, nulls come first; past a null, the rest of the nulls then every value.
+    up = dataclasses.replace(query, reverse=True, after=(None, "car7"))
+    assert page_queries(up, CLOCK)[1][0] == {
+        "anomaly.is_anomaly": True,
+        "anomaly.score": {"$gte": float("-inf")},
+    }
+
+
+def test_cursor_of_a_row() -> None:
+    doc = {"_id": "car5", "anomaly": {"score": 0.7}}
+    assert cursor_of(doc, TableQuery(sort="anomaly score (highest first)")) == (0.7, "car5")
+    assert cursor_of(
+        {"_id": "car6", "anomaly": None}, TableQuery(sort="anomaly score (highest first)")
+    ) == (None, "car6")
+    assert cursor_of(doc, TableQuery()) == ("car5", "car5")
+
+
+def test_score_frame_keeps_each_score_with_its_threshold() -> None:
+    twins = simulated_twins(cars=3, steps=4, failure_rate=20.0, scored=2, scores_per_car=3)
+    frame = present.score_frame(twins[0])
+    history = twins[0]["anomaly_history"]
+    assert list(frame["seq"]) == [1, 2, 3] == [h["seq"] for h in history]
+    assert list(frame["score"]) == [h["score"] for h in history]
+    assert list(frame["threshold"]) == [0.5, 0.5, 0.5]
+    assert present.score_frame(twins[2]).empty  # never scored
 
 
 def test_rows_and_presentation_of_simulated_twins() -> None:

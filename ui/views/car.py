@@ -92,7 +92,8 @@ with tabs[1]:
         st.success("No health condition holds for this car.", icon=":material/check_circle:")
 with tabs[2]:
     history = present.history_frame(twin)
-    if history.empty:
+    scores = present.score_frame(twin)
+    if history.empty and scores.empty:
         st.info("No readings in this car's history yet.")
     else:
         chosen = st.multiselect(
@@ -102,42 +103,69 @@ with tabs[2]:
             key="car.sensors",
             format_func=lambda s: f"{s} ({UNITS.get(s, '')})",
         )
-        start, end = history["event_time"].min(), history["event_time"].max()
-        score_time = pd.to_datetime(anomaly["event_time"], utc=True) if anomaly else None
-        if score_time is not None:
-            start, end = min(start, score_time), max(end, score_time)
+        # One time axis for the sensors and the score: the span of both histories.
+        times = pd.concat([history["event_time"], scores["event_time"]])
+        start, end = times.min(), times.max()
+        if start == end:
+            start, end = start - pd.Timedelta(seconds=30), end + pd.Timedelta(seconds=30)
         x = alt.X("event_time:T", title="event time (UTC)", scale=alt.Scale(domain=[start, end]))
-        long = history.melt("event_time", value_vars=chosen, var_name="sensor")
-        sensors_chart = (
-            alt.Chart(long)
-            .mark_line(point=True)
-            .encode(x=x, y=alt.Y("value:Q", title=None), color="sensor:N")
-            .properties(height=140)
-            .facet(row=alt.Row("sensor:N", title=None), columns=1)
-            .resolve_scale(y="independent")
-        )
-        if chosen:
-            st.altair_chart(sensors_chart, width="stretch")
-        if anomaly:
-            score = pd.DataFrame(
-                [{"event_time": score_time, "score": anomaly["score"], "what": "score"}]
-            )
-            threshold = pd.DataFrame(
-                {"event_time": [start, end], "threshold": [anomaly["threshold"]] * 2}
-            )
+        if chosen and not history.empty:
+            long = history.melt("event_time", value_vars=chosen, var_name="sensor")
             st.altair_chart(
-                alt.layer(
-                    alt.Chart(threshold)
-                    .mark_line(strokeDash=[6, 4], color="#d62728")
-                    .encode(x=x, y=alt.Y("threshold:Q", title="anomaly score")),
-                    alt.Chart(score)
-                    .mark_point(size=120, filled=True)
-                    .encode(x=x, y="score:Q", tooltip=["event_time:T", "score:Q"]),
-                ).properties(height=140, title="Anomaly score (dots) and threshold (dashed)"),
+                alt.Chart(long)
+                .mark_line(point=True)
+                .encode(x=x, y=alt.Y("value:Q", title=None), color="sensor:N")
+                .properties(height=140)
+                .facet(row=alt.Row("sensor:N", title=None), columns=1)
+                .resolve_scale(y="independent"),
                 width="stretch",
             )
-        else:
+        if scores.empty:
             st.caption("No anomaly score for this car yet.")
-        st.caption(f"{len(history)} most recent readings kept on the twin.")
+        else:
+            # The threshold as a step line: a new model version may bring a new one.
+            steps = pd.concat(
+                [
+                    scores[["event_time", "threshold"]],
+                    scores[["threshold"]].tail(1).assign(event_time=end),
+                ]
+            )
+            base = alt.Chart(scores).encode(x=x)
+            st.altair_chart(
+                alt.layer(
+                    alt.Chart(steps)
+                    .mark_line(strokeDash=[6, 4], color="#d62728", interpolate="step-after")
+                    .encode(x=x, y=alt.Y("threshold:Q", title="anomaly score")),
+                    base.mark_line(point=True, color="#1f77b4").encode(
+                        y="score:Q",
+                        tooltip=["event_time:T", "seq:Q", "score:Q", "threshold:Q", "anomalous"],
+                    ),
+                    base.mark_point(size=90, filled=True, color="#d62728")
+                    .encode(y="score:Q")
+                    .transform_filter("datum.anomalous"),
+                ).properties(
+                    height=180,
+                    title="Anomaly score (line; red dots: above the threshold) and threshold "
+                    "(dashed)",
+                ),
+                width="stretch",
+            )
+            with st.expander(f"Scores ({len(scores)})"):
+                st.dataframe(
+                    scores.iloc[::-1],
+                    hide_index=True,
+                    width="stretch",
+                    column_config={
+                        "event_time": st.column_config.DatetimeColumn(
+                            "event time", format="YYYY-MM-DD HH:mm:ss"
+                        ),
+                        "score": st.column_config.NumberColumn(format="%.4f"),
+                        "threshold": st.column_config.NumberColumn(format="%.4f"),
+                    },
+                )
+        st.caption(
+            f"{len(history)} most recent readings and {len(scores)} most recent scores "
+            "kept on the twin."
+        )
 with tabs[3]:
     st.json(present.json_safe(twin), expanded=1)

@@ -1,9 +1,11 @@
-"""Fleet table: search, filter and sort the twins a page at a time; select a row to open a car."""
+"""Fleet table: search, filter and sort the twins a page at a time; select a row to open a car.
+
+Pages are keyset pages (Next continues past the last row shown; Previous returns to where the
+page before started), so every page costs the same, however deep."""
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from datetime import timedelta
 
 import pandas as pd
@@ -11,7 +13,7 @@ import streamlit as st
 
 from twin.health import CONDITION_NAMES
 from ui import cached, context
-from ui.twin_reads import SORTABLE, TableQuery
+from ui.twin_reads import ANY_CONDITION, SORTABLE, TableQuery
 from ui.widgets import condition_label, fmt_int, open_car
 
 ANY = "any"
@@ -29,8 +31,8 @@ PAGE_SIZE = 50
 st.title("Fleet table")
 k = cached.key()
 clock = (
-    cached.fleet_clock(k)
-    if st.session_state.get("table.last_seen", "any time") != ("any time")
+    cached.fleet_clock()[0]
+    if st.session_state.get("table.last_seen", "any time") != "any time"
     else None
 )
 
@@ -38,8 +40,8 @@ top = st.columns([2, 2, 1.3, 1.3, 1.5])
 search = top[0].text_input("Car id starts with", key="table.search", placeholder="car12")
 condition = top[1].selectbox(
     "Health condition",
-    [ANY, *CONDITION_NAMES],
-    format_func=lambda c: c if c == ANY else condition_label(c),
+    [ANY, ANY_CONDITION, *CONDITION_NAMES],
+    format_func=lambda c: c if c in (ANY, ANY_CONDITION) else condition_label(c),
     key="table.condition",
 )
 anomaly = top[2].selectbox("Anomaly", ["any", "anomalous", "not anomalous"], key="table.anomaly")
@@ -50,7 +52,7 @@ last_seen = top[4].selectbox(
     key="table.last_seen",
     help="Measured from the fleet's newest reading (event time)",
 )
-sort_cols = st.columns([2.5, 1.2, 4, 1.5])
+sort_cols = st.columns([2.5, 1.2, 3.3, 0.9, 0.9, 0.9])
 sort = sort_cols[0].selectbox("Sort by", list(SORTABLE), key="table.sort")
 reverse = sort_cols[1].toggle("Reverse", key="table.reverse", value=False)
 
@@ -65,33 +67,38 @@ base = TableQuery(
     reverse=reverse,
     page_size=PAGE_SIZE,
 )
-# A new filter starts again at the first page.
+# The keyset cursors of the pages before this one (a stack); a new filter starts afresh.
 if st.session_state.get("table.last_query") != base:
     st.session_state["table.last_query"] = base
-    st.session_state["table.page"] = 1
+    st.session_state["table.cursors"] = []
+cursors: list = st.session_state.setdefault("table.cursors", [])
 try:
     total = cached.table_count(k, base, clock)
-except context.Unavailable as exc:
-    context.show_unavailable(exc)
-    st.stop()
-pages = max(1, math.ceil(total / PAGE_SIZE))
-page = sort_cols[3].number_input(
-    f"Page (of {pages:,})", min_value=1, max_value=pages, step=1, key="table.page"
-)
-query = dataclasses.replace(base, page=int(page) - 1)
-try:
-    rows = cached.table_page(k, query, clock)
+    query = dataclasses.replace(base, after=cursors[-1] if cursors else None)
+    rows, last = cached.table_page(k, query, clock)
 except context.Unavailable as exc:
     context.show_unavailable(exc)
     st.stop()
 
-if total == 0:
+first = len(cursors) * PAGE_SIZE + 1
+more = last is not None and len(rows) == PAGE_SIZE and first + len(rows) - 1 < total
+if sort_cols[3].button("First", key="table.first", disabled=not cursors):
+    cursors.clear()
+    st.rerun()
+if sort_cols[4].button("Previous", key="table.prev", disabled=not cursors):
+    cursors.pop()
+    st.rerun()
+if sort_cols[5].button("Next", key="table.next", disabled=not more):
+    cursors.append(last)
+    st.rerun()
+
+if total == 0 or not rows:
     st.info("No car matches these filters." if base != TableQuery() else "No twins yet.")
     st.stop()
 
-first = query.page * PAGE_SIZE + 1
 st.caption(
     f"Cars {fmt_int(first)}–{fmt_int(first + len(rows) - 1)} of {fmt_int(total)} · "
+    f"page {len(cursors) + 1:,} of {max(1, -(-total // PAGE_SIZE)):,} · "
     "select a row to open the car"
 )
 frame = pd.DataFrame(rows)

@@ -29,9 +29,11 @@ with st.sidebar:
 
 @st.fragment(run_every=REFRESH[refresh])
 def overview() -> None:
+    # Fleet figures are computed once per cache TTL and shared by every render and tab.
     try:
         k = cached.key()
-        summary = cached.summary(k, float(WINDOWS[window]), cached.fleet_clock(k))
+        clock, own_clock = cached.fleet_clock()
+        summary = cached.summary(k, float(WINDOWS[window]), clock)
     except context.Unavailable as exc:
         context.show_unavailable(exc)
         return
@@ -95,11 +97,7 @@ def overview() -> None:
         st.dataframe(conditions, hide_index=True, width="stretch")
 
     st.subheader("Anomalies over time")
-    try:
-        series = present.onset_series(cached.onsets(cached.key()))
-    except context.Unavailable as exc:
-        context.show_unavailable(exc)
-        return
+    series = present.onset_series(summary.onsets)
     if series.empty:
         st.caption("No car is anomalous now (or no model has scored the fleet yet).")
     else:
@@ -120,8 +118,9 @@ def overview() -> None:
             "Bars: cars that turned anomalous in each interval; line: cars anomalous now, "
             "cumulated by when each turned anomalous."
         )
+    source = "newest reading" if own_clock else "wall clock: Kafka cannot tell the newest reading"
     st.caption(
-        f"Fleet clock (newest reading): {present.stamp(summary.clock)} · "
+        f"Fleet clock ({source}): {present.stamp(summary.clock)} · "
         f"refreshed {time.strftime('%H:%M:%S')} · auto-refresh {refresh}"
     )
 
