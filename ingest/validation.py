@@ -26,6 +26,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
+import orjson
+
 from fleet.contract import FAILURE_MODES, PHYSICAL_RANGES, SENSOR_TYPES
 
 TOPIC_PREFIX: Final = "vehicles/sensor/data/"
@@ -199,7 +201,14 @@ def parse_payload(payload: bytes, max_bytes: int) -> Reading | Rejected:
     if len(payload) > max_bytes:
         return Rejected(OVERSIZED, f"payload of {len(payload)} bytes exceeds {max_bytes}")
     try:
-        data = json.loads(payload, parse_constant=_refuse_constant)
+        # orjson accepts a subset of what json accepts, with the same values, in a fifth of the
+        # time; what it refuses goes through json, whose error says why (e.g. NaN, Infinity).
+        data = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        data = _MISSING
+    try:
+        if data is _MISSING:
+            data = json.loads(payload, parse_constant=_refuse_constant)
     except _NonFinite as exc:
         return Rejected(NOT_FINITE, f"JSON has the non-finite number {exc}")
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError
