@@ -45,7 +45,14 @@ from ingest.deadletter import dead_letter_headers
 from ingest.fast_avro import BatchEncoder
 from ingest.mqtt_fast import Publish, install_bulk_reader, puback_packets, queue_raw
 from ingest.sequence import Sequencer
-from ingest.validation import TOPIC, Rejected, car_id_from_topic, parse_payload
+from ingest.validation import (
+    TOPIC,
+    Rejected,
+    WireReading,
+    car_id_from_topic,
+    decode_valid,
+    parse_payload,
+)
 
 log = get_logger("ingest.bridge")
 
@@ -267,9 +274,9 @@ class Bridge:
         car_ids: list[str] = []
         event_times: list[int] = []
         seqs: list[int] = []
-        rows: list[list[float | int]] = []
+        rows: list[tuple[float | int, ...]] = []
         labels: list[tuple[bool | None, list[str] | None]] = []
-        next_seq = self.sequencer.next
+        next_seq, max_payload = self.sequencer.next, self.max_payload
         for chunk in chunks:
             received_ms = int(chunk.received_at * 1000)
             received_us = int(chunk.received_at * 1_000_000)
@@ -282,22 +289,37 @@ class Bridge:
                 if isinstance(car_id, Rejected):
                     self._dead_letter(pending, publish, car_id, received_ms)
                     continue
-                reading = parse_payload(publish.payload, self.max_payload)
-                if isinstance(reading, Rejected):
-                    self._dead_letter(pending, publish, reading, received_ms)
-                    continue
+                payload = publish.payload
+                wire = decode_valid(payload) if len(payload) <= max_payload else None
+                if wire is None:  # the slow path: converts, or says why not
+                    reading = parse_payload(payload, max_payload)
+                    if isinstance(reading, Rejected):
+                        self._dead_letter(pending, publish, reading, received_ms)
+                        continue
+                    wire = WireReading(
+                        tuple(reading.sensors.values()),
+                        reading.timestamp_ms,
+                        reading.seq,
+                        reading.failure_occurred,
+                        reading.failure_modes,
+                    )
                 car_ids.append(car_id)
-                event_times.append(reading.timestamp_ms or received_ms)
-                seqs.append(next_seq(car_id, reading.seq, received_us))
-                rows.append(list(reading.sensors.values()))
-                labels.append((reading.failure_occurred, reading.failure_modes))
+                event_times.append(wire.timestamp_ms or received_ms)
+                seqs.append(next_seq(car_id, wire.seq, received_us))
+                rows.append(wire.sensors)
+                labels.append((wire.failure_occurred, wire.failure_modes))
         if rows:
             values = self.encoder.encode_rows(
                 car_ids, event_times, seqs, np.array(rows, dtype=np.float64), labels
             )
             topic = self.settings.topics.telemetry
+            produce, delivered = self.producer.produce, pending.delivered
             for car_id, value in zip(car_ids, values, strict=True):
-                self._produce(pending, topic, value, car_id.encode(), None)
+                try:
+                    produce(topic, value, car_id, on_delivery=delivered)
+                    pending.remaining += 1
+                except (BufferError, KafkaException):  # full, or no topic: wait for room
+                    self._produce(pending, topic, value, car_id.encode(), None)
             pending.produced += len(values)
         pending.sealed = True
         if pending.remaining == 0:  # (confirmed already, e.g. during a wait for room)

@@ -108,7 +108,8 @@ class BatchEncoder:
                 columns.append([blob[k : k + width] for k in range(0, n * width, width)])
             else:
                 values: list[int] = column(names[0]).astype(np.int64).tolist()
-                columns.append([self._int(v) for v in values])
+                ints = self._ints
+                columns.append([ints.get(v) or self._int(v) for v in values])
         return columns
 
     def encode_rows(
