@@ -334,6 +334,11 @@ def bench_mqtt(  # noqa: PLR0915 (one scenario, start to finish)
             f"cpu_us_per_msg_{name}": round(value / total_msgs * 1e6, 1)
             for name, value in cpu.items()
         },
+        "cpu_us_per_msg_total": round(sum(cpu.values()) / total_msgs * 1e6, 1),
+        # If this run had had the machine to itself: its cores over the CPU per reading.
+        "cpu_bound_capacity_msg_per_s": round(
+            (os.cpu_count() or 1) * total_msgs / max(sum(cpu.values()), 1e-9)
+        ),
         "machine_cpu_busy_pct": round(100 * machine_cpu_s / (window * (os.cpu_count() or 1)), 1),
         "cpu_s_other_work_on_machine": round(machine_cpu_s - sum(cpu.values()), 1),
         "load_average_1m_before_after": f"{load_before[0]:.1f} / {load_after[0]:.1f}",
@@ -373,16 +378,24 @@ def main() -> None:
         stack.up()
     settings = Settings()
     results: dict[str, Any] = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, load average "
-        f"{os.getloadavg()[0]:.1f} at start (shared with other work: figures are indicative)",
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores; the machine may be shared "
+        "with other work: each benchmark records the load average and CPU use it ran under",
     }
+
+    def when() -> dict[str, Any]:
+        return {
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "load_average_1m_at_start": round(os.getloadavg()[0], 1),
+        }
+
     try:
         if args.only in (None, "direct"):
-            results["kafka_direct"] = bench_direct(settings, args.cars, args.direct_steps)
+            started = when()
+            results["kafka_direct"] = started | bench_direct(settings, args.cars, args.direct_steps)
             print(json.dumps(results["kafka_direct"], indent=2))
         if args.only in (None, "mqtt"):
-            results["mqtt_bridge_kafka"] = bench_mqtt(
+            started = when()
+            results["mqtt_bridge_kafka"] = started | bench_mqtt(
                 settings,
                 env,
                 args.cars,
@@ -394,21 +407,67 @@ def main() -> None:
     finally:
         if stack is not None:
             stack.down()
+    write_results(results)
+
+
+def write_results(results: dict[str, Any]) -> None:
+    """Merge into bench/results/ingest.json (a scenario not run keeps its figures) and .md."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "ingest.json"
     previous = json.loads(path.read_text()) if path.exists() else {}
+    previous.pop("date", None)  # (older files had one date for all)
     merged = previous | results
     path.write_text(json.dumps(merged, indent=2) + "\n")
     lines = ["| benchmark | figure | value |", "| --- | --- | --- |"]
     for name in ("kafka_direct", "mqtt_bridge_kafka"):
         for key, value in merged.get(name, {}).items():
             lines.append(f"| {name} | {key} | {value} |")
+    summary = summarize(merged)
     (RESULTS / "ingest.md").write_text(
-        f"# Ingest benchmarks\n\n{merged['machine']}; {merged['date']}.\n\n"
+        f"# Ingest benchmarks\n\n{merged['machine']}.\n\n"
+        + "".join(f"- {line}\n" for line in summary)
+        + "\n"
         + "\n".join(lines)
         + "\n"
     )
     print(f"wrote {path}")
+    print("\n".join(summary))
+
+
+def summarize(results: dict[str, Any]) -> list[str]:
+    """One line per benchmark: the figure against its goal, and the conditions."""
+    lines = []
+    direct = results.get("kafka_direct")
+    if direct:
+        lines.append(
+            f"simulator -> Kafka direct: {direct['events_per_s']:,} events/s "
+            f"(goal {direct['goal_events_per_s']:,}), {direct['errors']} errors; "
+            f"load average {direct.get('load_average_1m_at_start', '?')} at start, "
+            f"{direct.get('date', '?')}"
+        )
+    mqtt = results.get("mqtt_bridge_kafka")
+    if mqtt:
+        lines.append(
+            f"simulator -> MQTT -> bridge -> Kafka, QoS 1, {mqtt['cars']:,} cars: "
+            f"{mqtt['sustained_msg_per_s']:,} msg/s sustained (offered "
+            f"{mqtt['offered_msg_per_s']:,}, goal {mqtt['goal_msg_per_s']:,}), "
+            f"{mqtt['lost_pubacked']} of {mqtt['pubacked']:,} PUBACKed readings lost, latency "
+            f"p50 {mqtt['latency_p50_ms']:,} ms / p99 {mqtt['latency_p99_ms']:,} ms; "
+            f"{mqtt['bridge_processes']} bridge and {mqtt['publisher_processes']} publisher "
+            f"processes; load average {mqtt['load_average_1m_before_after']} (before / after), "
+            f"machine CPU {mqtt['machine_cpu_busy_pct']}% busy, "
+            f"{mqtt['cpu_s_other_work_on_machine']} CPU-s of it other work; {mqtt['date']}"
+        )
+        if "cpu_bound_capacity_msg_per_s" in mqtt:
+            lines.append(
+                f"CPU per reading on that path: {mqtt['cpu_us_per_msg_total']} us "
+                f"(bridges {mqtt['cpu_us_per_msg_bridges']}, publishers "
+                f"{mqtt['cpu_us_per_msg_publishers']}, Mosquitto "
+                f"{mqtt.get('cpu_us_per_msg_mosquitto', '?')}, Kafka "
+                f"{mqtt.get('cpu_us_per_msg_kafka', '?')}): the whole machine's cores would "
+                f"carry ~{mqtt['cpu_bound_capacity_msg_per_s']:,} msg/s"
+            )
+    return lines
 
 
 if __name__ == "__main__":
