@@ -121,6 +121,10 @@ class IngestSettings(BaseModel):
         5000, ge=1, le=65535, description="messages taken but not yet confirmed by Kafka"
     )
     bridge_batch_size: int = Field(2000, ge=1)
+    bridge_linger_ms: float = Field(
+        20, ge=0, description="how long Kafka requests gather readings (fewer, fuller requests)"
+    )
+    bridge_processes: int = Field(1, ge=1, description="bridge processes `fleet bridge` runs")
     bridge_session_expiry: int = Field(
         7 * 24 * 3600, ge=1, description="seconds the broker keeps a stopped bridge's queue"
     )

@@ -26,11 +26,10 @@ import queue
 import socket
 import threading
 import time
-import types
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
+import numpy as np
 import paho.mqtt.client as mqtt
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from paho.mqtt.packettypes import PacketTypes
@@ -43,8 +42,17 @@ from fleet.logs import get_logger
 from fleet.service import Shutdown
 from fleet.settings import Settings
 from ingest.deadletter import dead_letter_headers
+from ingest.fast_avro import BatchEncoder
+from ingest.mqtt_fast import Publish, install_bulk_reader, puback_packets, queue_raw
 from ingest.sequence import Sequencer
-from ingest.validation import TOPIC, Rejected, to_record, validate_message
+from ingest.validation import (
+    TOPIC,
+    Rejected,
+    WireReading,
+    car_id_from_topic,
+    decode_valid,
+    parse_payload,
+)
 
 log = get_logger("ingest.bridge")
 
@@ -62,22 +70,56 @@ LATENCY = Histogram(
 
 
 @dataclass(slots=True)
-class Incoming:
-    message: mqtt.MQTTMessage
+class Chunk:
+    """What one read of paho's network thread handed over."""
+
+    publishes: list[Publish]
     generation: int  # the MQTT connection it came on: acks only go back on that one
     received_at: float  # wall clock, seconds
 
 
-@dataclass(slots=True)
-class Outgoing:
-    """One Kafka message standing for one MQTT message (a reading or a dead letter)."""
+class Pending:
+    """One batch's Kafka messages (a reading or a dead letter per MQTT message). Their PUBACKs
+    go to the broker together, once Kafka has confirmed every one of them."""
 
-    topic: str
-    key: str | None
-    value: bytes
-    headers: list[tuple[str, str | bytes | None]] | None
-    item: Incoming
-    rejected: Rejected | None = None
+    __slots__ = (
+        "acks",
+        "bridge",
+        "dead",
+        "dropped",
+        "produced",
+        "received_at",
+        "remaining",
+        "sealed",
+    )
+
+    def __init__(self, bridge: Bridge) -> None:
+        self.bridge = bridge
+        self.remaining = 0  # produced, not yet confirmed
+        self.sealed = False  # every message of the batch has been produced (or dropped)
+        self.dropped = False  # one was not produced (shutting down): never ack this batch
+        self.produced = 0
+        self.dead: dict[str, int] = {}
+        self.acks: list[tuple[int, int]] = []  # (generation, message id) of QoS-1 messages
+        self.received_at: list[tuple[float, int]] = []  # (receive time, messages) per chunk
+
+    def delivered(self, err: KafkaError | None, msg: Message) -> None:
+        """librdkafka's delivery report (on the main thread, inside ``poll``)."""
+        bridge = self.bridge
+        if err is not None:
+            if err.fatal():
+                bridge._fatal = err
+                return
+            # Not confirmed, so not acked: the main loop produces it again.
+            log.warning("kafka delivery failed; retrying", error=str(err))
+            bridge.stats.retried += 1
+            topic, value = msg.topic(), msg.value()
+            assert topic is not None and value is not None  # set on every produced message
+            bridge._retry.append((self, topic, value, msg.key(), msg.headers()))
+            return
+        self.remaining -= 1
+        if self.remaining == 0 and self.sealed:
+            bridge._confirmed(self)
 
 
 @dataclass
@@ -94,19 +136,6 @@ class Stats:
     @property
     def in_flight(self) -> int:
         return self.received - self.produced - self.dead_lettered
-
-
-def _read_available(client: mqtt.Client, max_packets: int = 1) -> mqtt.MQTTErrorCode:
-    """``Client.loop_read`` that reads every complete packet already received (up to 2,000)."""
-    if client._sock is None:
-        return mqtt.MQTTErrorCode.MQTT_ERR_NO_CONN
-    for _ in range(2000):
-        rc = client._packet_read()
-        if rc > 0:
-            return client._loop_rc_handle(rc)
-        if rc == mqtt.MQTTErrorCode.MQTT_ERR_AGAIN:
-            break
-    return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
 
 
 class KafkaFatal(RuntimeError):
@@ -133,15 +162,21 @@ class Bridge:
         self.max_payload = ingest.max_payload_bytes
         self.reserved = frozenset({settings.mqtt.username, settings.mqtt.gateway_username})
         self.subscription = f"$share/{settings.groups.bridge}/{ingest.bridge_topic_filter}"
-        self.codec = telemetry_codec()
+        self.encoder = BatchEncoder(telemetry_codec())
         self.sequencer = Sequencer()
         self.stats = Stats()
         self.producer = producer or clients.kafka_producer(
             settings,
-            # Never give up on a reading: retry until Kafka is back (0 = no delivery timeout).
-            **{"message.timeout.ms": 0, "queue.buffering.max.messages": 200_000},
+            **{
+                # Never give up on a reading: retry until Kafka is back (0 = no timeout).
+                "message.timeout.ms": 0,
+                "queue.buffering.max.messages": 200_000,
+                # Fewer, fuller requests: the broker's cost is per request, not per message.
+                "linger.ms": ingest.bridge_linger_ms,
+            },
         )
-        self._queue: queue.SimpleQueue[Incoming] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Chunk] = queue.SimpleQueue()
+        self._cars: dict[bytes, str | Rejected] = {}  # MQTT topic -> car id (or why not)
         self._room = threading.Condition()
         self._generation = 0
         self._stopping = False
@@ -150,7 +185,7 @@ class Bridge:
         self._thread: threading.Thread | None = None
         self._shutdown = Shutdown()
         self._error: BaseException | None = None
-        self._retry: list[Outgoing] = []
+        self._retry: list[tuple[Pending, str, bytes, bytes | None, Any]] = []
         self._run_shutdown: Shutdown | None = None
         self._last_warning = 0.0
         self.client = self._mqtt_client()
@@ -164,12 +199,10 @@ class Bridge:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = lambda *_args: self._subscribed.set()
-        client.on_message = self._on_message
         client.reconnect_delay_set(min_delay=1, max_delay=10)
-        # paho reads one packet per wake of its network thread; with our main thread busy,
-        # each wake also waits for the GIL, which caps intake at a few hundred messages/s and
-        # leaves PINGRESP so far behind that the keepalive expires. Read what is there.
-        client.loop_read = types.MethodType(_read_available, client)  # type: ignore[method-assign]
+        # Readings are cut out of the socket in bulk and handed over one list per read;
+        # paho's per-message path cost more CPU than all of validation and encoding.
+        install_bulk_reader(client, on_publishes=self._on_publishes)
         return client
 
     def _on_connect(
@@ -192,119 +225,172 @@ class Bridge:
         if not self._stopping:
             log.warning("mqtt disconnected; reconnecting", reason=str(args[3]))
 
-    def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+    def _on_publishes(self, publishes: list[Publish]) -> None:
         if self._stopping:
-            return  # not acked: the broker redelivers it to the next session
+            return  # not acked: the broker redelivers them to the next session
         if self.stats.in_flight >= self.max_in_flight:
             # Only QoS 0 gets here (the broker honours our Receive Maximum for QoS 1).
             with self._room:
                 while self.stats.in_flight >= self.max_in_flight and not self._stopping:
                     self._room.wait(0.5)
-        self.stats.received += 1
-        RECEIVED.inc()
-        IN_FLIGHT.inc()
-        self._queue.put(Incoming(message, self._generation, time.time()))
+        count = len(publishes)
+        self.stats.received += count
+        RECEIVED.inc(count)
+        IN_FLIGHT.inc(count)
+        self._queue.put(Chunk(publishes, self._generation, time.time()))
 
     # --- Kafka side (the main thread) ---
 
-    def _take(self, wait: float) -> list[Incoming]:
+    def _take(self, wait: float) -> list[Chunk]:
         try:
-            batch = [self._queue.get(timeout=wait)]
+            chunks = [self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()]
         except queue.Empty:
             return []
-        while len(batch) < self.batch_size:
+        taken = len(chunks[0].publishes)
+        while taken < self.batch_size:
             try:
-                batch.append(self._queue.get_nowait())
+                chunk = self._queue.get_nowait()
             except queue.Empty:
                 break
-        return batch
+            chunks.append(chunk)
+            taken += len(chunk.publishes)
+        return chunks
 
-    def _handle(self, batch: list[Incoming]) -> None:
-        """Validate, stamp, encode and produce one batch (one Kafka message per input)."""
-        records: list[dict[str, Any]] = []
-        accepted: list[Incoming] = []
-        for item in batch:
-            message = item.message
+    def _car_id(self, topic: bytes) -> str | Rejected:
+        known = self._cars.get(topic)
+        if known is None:
             try:
-                topic = message.topic
+                known = car_id_from_topic(topic.decode(), self.reserved)
             except UnicodeDecodeError:
-                self._dead_letter(item, Rejected(TOPIC, "topic is not UTF-8"), "")
-                continue
-            payload = bytes(message.payload)
-            outcome = validate_message(topic, payload, self.max_payload, self.reserved)
-            if isinstance(outcome, Rejected):
-                self._dead_letter(item, outcome, topic)
-                continue
-            car_id, reading = outcome
-            event_time = reading.timestamp_ms or int(item.received_at * 1000)
-            seq = self.sequencer.next(car_id, reading.seq, int(item.received_at * 1_000_000))
-            records.append(to_record(car_id, reading, event_time, seq))
-            accepted.append(item)
-        topic_name = self.settings.topics.telemetry
-        for record, value, item in zip(
-            records, self.codec.encode_many(records), accepted, strict=True
-        ):
-            self._produce(Outgoing(topic_name, record["car_id"], value, None, item))
+                known = Rejected(TOPIC, "topic is not UTF-8")
+            if len(self._cars) >= 1_000_000:  # bounded: a flood of odd topics cannot grow it
+                self._cars.clear()
+            self._cars[topic] = known
+        return known
 
-    def _dead_letter(self, item: Incoming, rejected: Rejected, topic: str) -> None:
-        headers = dead_letter_headers(
-            rejected, "mqtt", int(item.received_at * 1000), mqtt_topic=topic
-        )
-        self._produce(
-            Outgoing(
-                self.settings.topics.dead_letters,
-                None,
-                bytes(item.message.payload),
-                list(headers),
-                item,
-                rejected,
+    def _handle(self, chunks: list[Chunk]) -> None:
+        """Validate, stamp, encode and produce one batch (one Kafka message per input)."""
+        pending = Pending(self)
+        car_ids: list[str] = []
+        event_times: list[int] = []
+        seqs: list[int] = []
+        rows: list[tuple[float | int, ...]] = []
+        labels: list[tuple[bool | None, list[str] | None]] = []
+        next_seq, max_payload = self.sequencer.next, self.max_payload
+        for chunk in chunks:
+            received_ms = int(chunk.received_at * 1000)
+            received_us = int(chunk.received_at * 1_000_000)
+            pending.received_at.append((chunk.received_at, len(chunk.publishes)))
+            generation = chunk.generation
+            for publish in chunk.publishes:
+                if publish.qos:
+                    pending.acks.append((generation, publish.mid))
+                car_id = self._car_id(publish.topic)
+                if isinstance(car_id, Rejected):
+                    self._dead_letter(pending, publish, car_id, received_ms)
+                    continue
+                payload = publish.payload
+                wire = decode_valid(payload) if len(payload) <= max_payload else None
+                if wire is None:  # the slow path: converts, or says why not
+                    reading = parse_payload(payload, max_payload)
+                    if isinstance(reading, Rejected):
+                        self._dead_letter(pending, publish, reading, received_ms)
+                        continue
+                    wire = WireReading(
+                        tuple(reading.sensors.values()),
+                        reading.timestamp_ms,
+                        reading.seq,
+                        reading.failure_occurred,
+                        reading.failure_modes,
+                    )
+                car_ids.append(car_id)
+                event_times.append(wire.timestamp_ms or received_ms)
+                seqs.append(next_seq(car_id, wire.seq, received_us))
+                rows.append(wire.sensors)
+                labels.append((wire.failure_occurred, wire.failure_modes))
+        if rows:
+            values = self.encoder.encode_rows(
+                car_ids, event_times, seqs, np.array(rows, dtype=np.float64), labels
             )
-        )
+            topic = self.settings.topics.telemetry
+            produce, delivered = self.producer.produce, pending.delivered
+            for car_id, value in zip(car_ids, values, strict=True):
+                try:
+                    produce(topic, value, car_id, on_delivery=delivered)
+                    pending.remaining += 1
+                except (BufferError, KafkaException):  # full, or no topic: wait for room
+                    self._produce(pending, topic, value, car_id.encode(), None)
+            pending.produced += len(values)
+        pending.sealed = True
+        if pending.remaining == 0:  # (confirmed already, e.g. during a wait for room)
+            self._confirmed(pending)
 
-    def _produce(self, out: Outgoing) -> None:
-        callback = partial(self._delivered, out)
+    def _dead_letter(
+        self, pending: Pending, publish: Publish, rejected: Rejected, received_ms: int
+    ) -> None:
+        try:
+            topic = publish.topic.decode()
+        except UnicodeDecodeError:
+            topic = ""  # the reason says so; the header cannot carry the original
+        headers = dead_letter_headers(rejected, "mqtt", received_ms, mqtt_topic=topic)
+        self._produce(
+            pending, self.settings.topics.dead_letters, publish.payload, None, list(headers)
+        )
+        pending.dead[rejected.reason] = pending.dead.get(rejected.reason, 0) + 1
+
+    def _produce(
+        self,
+        pending: Pending,
+        topic: str,
+        value: bytes,
+        key: bytes | None,
+        headers: Any,
+        *,
+        again: bool = False,
+    ) -> None:
+        """Produce one message of ``pending`` (``again``: one whose delivery failed)."""
         while True:
             try:
                 self.producer.produce(
-                    out.topic, out.value, out.key, headers=out.headers, on_delivery=callback
+                    topic, value, key, headers=headers, on_delivery=pending.delivered
                 )
+                pending.remaining += not again
                 return
             except BufferError:  # librdkafka's queue is full: serve callbacks, then retry
                 self.producer.poll(0.1)
             except KafkaException as exc:  # e.g. the topic is missing: wait for it
                 if self._stopping or (self._run_shutdown and self._run_shutdown.requested):
-                    return  # never acked: the broker redelivers it to the next session
+                    pending.dropped = True  # never acked: the broker redelivers the batch
+                    return
                 now = time.monotonic()
                 if now - self._last_warning > 10:
                     log.warning("kafka refuses readings; holding them", error=str(exc))
                     self._last_warning = now
                 self.producer.poll(0.5)
 
-    def _delivered(self, out: Outgoing, err: KafkaError | None, _msg: Message) -> None:
-        if err is not None:
-            if err.fatal():
-                self._fatal = err
-                return
-            # Not confirmed and not acked: the main loop produces it again.
-            log.warning("kafka delivery failed; retrying", error=str(err))
-            self.stats.retried += 1
-            self._retry.append(out)
+    def _confirmed(self, pending: Pending) -> None:
+        """Every message of ``pending`` is in Kafka: count them and send their PUBACKs."""
+        if pending.dropped:
             return
-        rejected, item = out.rejected, out.item
-        if rejected is None:
-            self.stats.produced += 1
-            PRODUCED.inc()
-        else:
-            self.stats.dead_lettered += 1
-            self.stats.by_reason[rejected.reason] = self.stats.by_reason.get(rejected.reason, 0) + 1
-            DEAD_LETTERED.labels(rejected.reason).inc()
-        IN_FLIGHT.dec()
-        LATENCY.observe(max(0.0, time.time() - item.received_at))
-        message = item.message
-        if message.qos > 0 and item.generation == self._generation:
-            # On a newer connection the broker redelivers the message instead (a duplicate).
-            self.client.ack(message.mid, message.qos)
-            self.stats.acked += 1
+        stats = self.stats
+        dead = sum(pending.dead.values())
+        stats.produced += pending.produced
+        stats.dead_lettered += dead
+        PRODUCED.inc(pending.produced)
+        for reason, count in pending.dead.items():
+            stats.by_reason[reason] = stats.by_reason.get(reason, 0) + count
+            DEAD_LETTERED.labels(reason).inc(count)
+        IN_FLIGHT.dec(pending.produced + dead)
+        now = time.time()
+        for received_at, count in pending.received_at:
+            latency = max(0.0, now - received_at)
+            for _ in range(count):
+                LATENCY.observe(latency)
+        # On a newer connection the broker redelivers the message instead (a duplicate).
+        generation = self._generation
+        mids = [mid for gen, mid in pending.acks if gen == generation]
+        queue_raw(self.client, puback_packets(mids))
+        stats.acked += len(mids)
 
     # --- lifecycle ---
 
@@ -330,11 +416,13 @@ class Bridge:
                 if self._fatal is not None:
                     raise KafkaFatal(f"Kafka producer failed: {self._fatal}")
                 while self._retry:
-                    self._produce(self._retry.pop(0))
-                batch = self._take(wait=0.01 if self.stats.in_flight else 0.1)
+                    self._produce(*self._retry.pop(0), again=True)
+                # While Kafka holds readings, serve its confirmations every few ms.
+                busy = self.stats.in_flight > 0
+                batch = self._take(wait=0 if busy else 0.1)
                 if batch:
                     self._handle(batch)
-                self.producer.poll(0)
+                self.producer.poll(0 if batch or not busy else 0.002)
                 if self.stats.in_flight < self.max_in_flight:
                     with self._room:
                         self._room.notify_all()

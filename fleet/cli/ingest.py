@@ -33,17 +33,38 @@ def bridge(
     metrics_port: Annotated[
         int | None, typer.Option(help="Prometheus port (FLEET_INGEST_METRICS_PORT; 0 = none)")
     ] = None,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="bridge processes sharing the subscription, one core each; client ids "
+            "<id>-0..N-1, metrics ports <port>+0..N-1 (FLEET_INGEST_BRIDGE_PROCESSES)",
+        ),
+    ] = None,
 ) -> None:
     """Carry readings from MQTT to Kafka; a reading is acknowledged once Kafka has it.
 
     Runs until SIGTERM/Ctrl-C, then stops taking messages, flushes, acknowledges and exits.
     """
+    import socket
+
     from fleet.service import Shutdown, serve_metrics
     from ingest.bridge import Bridge, KafkaFatal
+    from ingest.bridge_pool import run_pool
 
     settings = load_settings()
     shutdown = Shutdown().install()
-    serve_metrics(settings.ingest.metrics_port if metrics_port is None else metrics_port)
+    port = settings.ingest.metrics_port if metrics_port is None else metrics_port
+    processes = settings.ingest.bridge_processes if processes is None else processes
+    if processes > 1:
+        base = (
+            client_id or settings.ingest.bridge_client_id or f"fleet-bridge-{socket.gethostname()}"
+        )
+        code = run_pool(processes, base, port, shutdown)
+        if code:
+            raise typer.Exit(code)
+        return
+    serve_metrics(port)
     try:
         Bridge(settings, client_id=client_id).run(shutdown)
     except KafkaFatal as exc:

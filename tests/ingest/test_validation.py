@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fleet.avro import telemetry_codec
-from fleet.contract import SENSORS
+from fleet.contract import PHYSICAL_RANGES, SENSORS
 from ingest.csv_import import BadHeader, column_index, numbered_rows, parse_row
 from ingest.sequence import Sequencer
 from ingest.validation import (
@@ -146,3 +146,74 @@ def test_bad_csv_rows_and_headers() -> None:
     assert reason(parse_row(index, [*good[:2], "nan", *good[3:]])) == "not_finite"
     with pytest.raises(BadHeader, match="speed"):
         column_index(["time", "car", "coolant_temp"])
+
+
+def slow_path(payload: bytes) -> Reading | Rejected:
+    """The reference: the standard library's parser and the per-field checks, nothing else."""
+    from ingest.validation import _NonFinite, _refuse_constant, validate_fields
+
+    try:
+        data = json.loads(payload, parse_constant=_refuse_constant)
+    except _NonFinite:
+        return Rejected("not_finite", "")
+    except ValueError:
+        return Rejected("not_json", "")
+    if not isinstance(data, dict):
+        return Rejected("not_object", "")
+    return validate_fields(data)
+
+
+def mutations() -> list[bytes]:
+    """Valid payloads and near misses of every kind the fast path must not get wrong."""
+    base = valid_sensors(2)
+    out = [valid_payload(i, timestamp_ms=1_700_000_000_000 + i, seq=i) for i in range(7)]
+    odd_values: list[object] = [
+        None, True, False, "1", 0, 1, -1, 30, 30.0, 31.5, 1.0, 0.5, -0.0, 1e308, -1e308,
+        2**63, 2**64 + 1, -(2**70), [], {}, 1e-320,
+    ]  # fmt: skip
+    for name in SENSORS:
+        low, high = PHYSICAL_RANGES[name]
+        for value in [*odd_values, low, high, low - 1, high + 1, int(low), int(high)]:
+            out.append(json.dumps(base | {name: value}).encode())
+    for field, values in {
+        "timestamp": [None, 1_700_000_000_000, 1.7e12, 1_700_000_000_000.5, "1", True, 2**64],
+        "seq": [None, 0, -1, 3.0, 2**63 - 1, 2**63, "7", False],
+        "failure_occurred": [None, True, False, "true", "false", "yes", 1, 0],
+        "failure_modes": [None, [], ["coolant"], ["coolant", "coolant"], ["wings"], "coolant"],
+    }.items():
+        for value in values:
+            out.append(json.dumps(base | {field: value}).encode())
+    text = json.dumps(base)
+    out += [
+        text[:-1].encode() + b',"speed":NaN}',
+        text[:-1].encode() + b',"speed":-Infinity}',
+        text[:-1].encode() + b',"speed":1e999}',
+        text[:-1].encode() + b',"speed":12.5,"speed":13.5}',  # duplicate: the last one wins
+        text[:-1].encode() + b',"speed":12.5,"speed":"x"}',
+        b"{" + text[1:].encode(),
+        text.encode() + b" ",
+        text.encode() + b"x",
+        b"\xef\xbb\xbf" + text.encode(),  # a byte-order mark
+        text.replace('"speed"', '"sp\\u0065ed"').encode(),  # an escaped key
+        text[:-1].encode() + b',"extra":{"deep":[1,2,{"x":null}]}}',
+    ]
+    return out
+
+
+def test_the_fast_path_decides_exactly_as_the_per_field_checks() -> None:
+    from ingest.validation import decode_valid
+
+    fast_hits = 0
+    for payload in mutations():
+        expected = slow_path(payload)
+        got = parse_payload(payload, 1 << 20)
+        if isinstance(expected, Rejected):
+            assert isinstance(got, Rejected), payload
+            assert got.reason == expected.reason, payload
+            assert decode_valid(payload) is None, payload
+        else:
+            assert got == expected, payload
+            for name in SENSORS:  # same values and the same Python types
+                assert type(got.sensors[name]) is type(expected.sensors[name]), (payload, name)
+            fast_hits += decode_valid(payload) is not None
+    assert fast_hits > 100  # the fast path really took the common case
