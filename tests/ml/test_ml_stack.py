@@ -264,13 +264,14 @@ def check_events(
         (r["car_id"], r["seq"]) for r in first
     }
     assert len(by_version[versions[1]]) == len(second)
-    # Scores are the model's own reconstruction errors for that reading.
-    for version, rows in by_version.items():
-        model = local[version]
-        x = ft.transform(ft.columns_from_records(rows), model.normalizer)
-        expected = dict(
-            zip([(r["car_id"], r["seq"]) for r in rows], model.scores(x)[0], strict=True)
-        )
+    # Scores are the model's own reconstruction errors for that reading, with each car's
+    # previous reading known across batches and model versions (the coolant-rise features).
+    rows = [*first, *second]
+    columns = ft.columns_from_records(rows)
+    keys = [(r["car_id"], r["seq"]) for r in rows]
+    for version, model in local.items():
+        scores = model.scores(ft.transform(columns, model.normalizer))[0]
+        expected = dict(zip(keys, scores, strict=True))
         for _key, event in events:
             if event["model_version"] == version:
                 assert event["score"] == pytest.approx(
