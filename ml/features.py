@@ -25,10 +25,21 @@ Columns = Mapping[str, Any]  # DataFrame or dict of arrays
 #: - vibration_per_speed: the drive shaft's signature (100 healthy, 150 degraded); neutral at rest.
 #: - accelerometer_spread_<w>: a wheel against the car's other wheels; bumps lift all four
 #:   together, a broken shock absorber lifts one.
+#: - coolant_rise, coolant_rise_per_amp: the coolant's change since the car's previous reading
+#:   (consecutive seq), raw and per ampere drawn. A cooling system that has failed heats several
+#:   times faster per ampere long before the temperature itself leaves the healthy range.
+#:   Without a previous reading (a car's first, or the first after a scorer restart) both are 0.
 DERIVED: tuple[str, ...] = (
     "vibration_per_speed",
     *(f"accelerometer_spread_{w}" for w in WHEELS),
+    "coolant_rise",
+    "coolant_rise_per_amp",
 )
+#: Column holding each reading's previous coolant temperature (NaN: unknown); computed from the
+#: columns themselves when absent (training, evaluation), from the scorer's carry when live.
+PREVIOUS_COOLANT = "previous_coolant_temp"
+#: Per car: (seq, coolant, previous coolant) of the newest reading seen, carried between batches.
+Carry = dict[str, tuple[int, float, float]]
 FEATURES: tuple[str, ...] = (*SENSORS, *DERIVED)
 #: Normalized features are clipped here: a firmware of 1000 against a constant 2000 would
 #: otherwise be a z-score of millions and swamp everything else.
@@ -48,7 +59,59 @@ def raw_features(columns: Columns) -> FloatMatrix:
     ratio = np.where(moving, vibration / np.where(moving, speed, 1.0), 100.0)
     accel = sensors[:, [index[f"accelerometer_{w}_value"] for w in WHEELS]]
     spread = accel - np.median(accel, axis=1, keepdims=True)
-    return np.column_stack([sensors, ratio, spread]).astype(np.float32)
+    previous = (
+        np.asarray(columns[PREVIOUS_COOLANT], np.float64)
+        if PREVIOUS_COOLANT in columns
+        else previous_coolant(columns)[0]
+    )
+    coolant = sensors[:, index["coolant_temp"]]
+    rise = np.nan_to_num(coolant - previous, nan=0.0, posinf=0.0, neginf=0.0)
+    per_amp = rise / np.maximum(np.abs(sensors[:, index["current_draw"]]), 1.0)
+    return np.column_stack([sensors, ratio, spread, rise, per_amp]).astype(np.float32)
+
+
+def previous_coolant(
+    columns: Columns, carry: Carry | None = None
+) -> tuple[npt.NDArray[np.float64], Carry]:
+    """Each reading's previous coolant temperature on the same car (NaN where unknown).
+
+    "Previous" means seq - 1 of the same car, found in ``columns`` or, for a car's first
+    reading here, in ``carry`` (the scorer's memory of earlier batches). Returns the values and
+    the carry updated with each car's newest reading (``carry`` itself is left unchanged).
+    """
+    cars = np.asarray(columns["car_id"]).astype(str)
+    seq = np.asarray(columns["seq"], np.int64)
+    coolant = np.asarray(columns["coolant_temp"], np.float64)
+    n = len(seq)
+    out = np.full(n, np.nan)
+    new_carry: Carry = dict(carry or {})
+    if n == 0:
+        return out, new_carry
+    order = np.lexsort((seq, cars))
+    c, s, v = cars[order], seq[order], coolant[order]
+    prev = np.full(n, np.nan)
+    same_car = c[1:] == c[:-1]
+    follows = same_car & (s[1:] == s[:-1] + 1)
+    prev[1:][follows] = v[:-1][follows]
+    firsts = np.flatnonzero(np.r_[True, ~same_car])
+    lasts = np.r_[firsts[1:] - 1, n - 1]
+    if carry:
+        for i in firsts.tolist():
+            known = carry.get(c[i])
+            if known is not None:
+                if known[0] == s[i] - 1:
+                    prev[i] = known[1]
+                elif known[0] == s[i]:  # the newest reading again (redelivery)
+                    prev[i] = known[2]
+    # A reading delivered twice gets its twin's previous value.
+    twin = same_car & (s[1:] == s[:-1])
+    prev[1:][twin] = prev[:-1][twin]
+    for i in lasts.tolist():
+        known = new_carry.get(c[i])
+        if known is None or known[0] < s[i]:
+            new_carry[c[i]] = (int(s[i]), float(v[i]), float(prev[i]))
+    out[order] = prev
+    return out, new_carry
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,13 @@
 """Live scoring: telemetry in, one anomaly event per reading out, exactly-once in effect.
 
-The loop: poll a batch -> decode -> features -> autoencoder (one vectorized call) -> encode the
-anomaly events in bulk -> produce keyed by car id (idempotent producer) -> wait for delivery ->
-commit the batch's offsets. A crash between delivery and commit re-scores that batch on
-restart; each event names the reading it scores (car id, seq, event time), so a duplicate only
-repeats the same fact downstream.
+The loop: poll a batch -> decode it in bulk (``ml.bulk_avro``, numpy over the concatenated
+messages) -> features -> autoencoder (one vectorized call) -> encode the anomaly events in bulk
+-> produce keyed by car id (idempotent producer) -> wait for delivery -> commit the batch's
+offsets. The coolant-rise features need each car's previous reading: the scorer carries each
+car's newest coolant value between batches (in memory; after a restart a car's first reading
+is scored without it, as a car's very first reading is). A crash between delivery and commit
+re-scores that batch on restart; each event names the reading it scores (car id, seq, event
+time), so a duplicate only repeats the same fact downstream.
 
 Models: the scorer follows ``settings.ml.model_name`` on the compacted models topic. At start
 it reads that topic to its end and loads the latest promoted version (waiting for one if there
@@ -18,6 +21,7 @@ import time
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
@@ -29,12 +33,13 @@ from confluent_kafka import (
 from prometheus_client import Counter, Gauge, Histogram
 
 from fleet import clients
-from fleet.avro import AvroDecodeError, anomaly_codec, model_announcement_codec, telemetry_codec
+from fleet.avro import AvroDecodeError, model_announcement_codec
 from fleet.logs import get_logger
 from fleet.service import Shutdown
 from fleet.settings import Settings
 from ml import features as ft
 from ml import registry
+from ml.bulk_avro import AnomalyBatchEncoder, DecodedBatch, TelemetryBatchDecoder
 
 log = get_logger("ml.scorer")
 
@@ -144,8 +149,11 @@ class ModelWatcher:
 class Scorer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.decode = telemetry_codec().decode
-        self.encode_many = anomaly_codec().encode_many
+        self.decoder = TelemetryBatchDecoder()
+        self.encoder = AnomalyBatchEncoder()
+        # Per car, its newest reading's coolant: the previous reading of the next batch's first.
+        self.carry: ft.Carry = {}
+        self._keys: dict[str, bytes] = {}
         self.model: registry.LoadedModel | None = None
         self.scored = 0
         self.batches = 0
@@ -185,53 +193,21 @@ class Scorer:
         started = time.monotonic()
         if self.first_batch_at is None:
             self.first_batch_at = started
-        records: list[dict[str, Any]] = []
-        appended: list[float] = []
         offsets: dict[tuple[str, int], int] = {}
-        for m in messages:
+        for m in messages:  # messages of a partition arrive in offset order
             offsets[(str(m.topic()), int(m.partition() or 0))] = int(m.offset() or 0) + 1
-            try:
-                records.append(self.decode(m.value() or b""))
-                appended.append(m.timestamp()[1] / 1000.0)
-            except AvroDecodeError as exc:
-                UNDECODABLE.inc()
-                log.warning("undecodable telemetry", offset=m.offset(), error=str(exc))
-        anomalies = 0
-        if records:
-            x = ft.transform(ft.columns_from_records(records), self.model.normalizer)
-            scores, errors = self.model.scores(x)
-            events = anomaly_events(
-                records,
-                scores=scores,
-                errors=errors,
-                model=self.model,
-                top=self.settings.ml.top_sensors,
-                scored_at=int(time.time() * 1000),
-            )
-            failures: list[str] = []
-
-            def delivered(err: Any, _msg: Any) -> None:
-                if err is not None:
-                    failures.append(str(err))
-
-            topic = self.settings.topics.anomalies
-            for event, value in zip(events, self.encode_many(events), strict=True):
-                while True:
-                    try:
-                        producer.produce(
-                            topic, key=event["car_id"].encode(), value=value, on_delivery=delivered
-                        )
-                        break
-                    except BufferError:
-                        producer.poll(0.1)
-            remaining = producer.flush(60)
-            if remaining or failures:
-                # No commit: the batch is scored again after a restart (duplicates harmless).
-                raise RuntimeError(f"{remaining} anomaly events undelivered: {failures[:3]}")
-            anomalies = int((scores >= self.model.threshold).sum())
+        batch, payloads, verdict, carry = self.compute([m.value() or b"" for m in messages])
+        for i, exc in batch.errors:
+            UNDECODABLE.inc()
+            log.warning("undecodable telemetry", offset=messages[i].offset(), error=str(exc))
+        n, anomalies = len(batch), int(verdict.sum())
+        if n:
+            self._produce(producer, batch.columns["car_id"].tolist(), payloads)
+            self.carry = carry  # only once the batch's scores are out
             now = time.time()
-            for t in appended:
-                LATENCY.observe(max(0.0, now - t))
+            appended = np.array([messages[i].timestamp()[1] for i in batch.index.tolist()])
+            for latency in np.maximum(0.0, now - appended / 1000.0).tolist():
+                LATENCY.observe(latency)
         try:
             consumer.commit(
                 offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
@@ -241,13 +217,76 @@ class Scorer:
             # Partitions moved to another scorer mid-batch: it re-scores from the last commit,
             # and those duplicate events are harmless (keyed to the reading they score).
             log.warning("commit failed after a rebalance", error=str(exc))
-        SCORED.inc(len(records))
+        SCORED.inc(n)
         ANOMALIES.inc(anomalies)
         BATCH_SECONDS.observe(time.monotonic() - started)
-        self.scored += len(records)
+        self.scored += n
         self.batches += 1
         self.last_batch_at = time.monotonic()
-        return len(records), anomalies
+        return n, anomalies
+
+    def compute(
+        self, values: list[bytes]
+    ) -> tuple[DecodedBatch, list[bytes], npt.NDArray[np.bool_], ft.Carry]:
+        """The pure part of a batch: messages -> (decoded, anomaly event payloads in decoded
+        order, verdicts, the carry after it). Touches no server and no scorer state."""
+        model = self.model
+        assert model is not None
+        batch = self.decoder.decode(values)
+        if not len(batch):
+            return batch, [], np.zeros(0, bool), self.carry
+        columns = batch.columns
+        previous, carry = ft.previous_coolant(columns, self.carry)
+        columns[ft.PREVIOUS_COOLANT] = previous
+        x = ft.transform(columns, model.normalizer)
+        scores, errors = model.scores(x)
+        k = min(self.settings.ml.top_sensors, errors.shape[1])
+        top_index = np.argsort(-errors, axis=1)[:, :k]
+        verdict = scores >= model.threshold
+        payloads = self.encoder.encode(
+            car_ids=columns["car_id"],
+            event_time=columns["event_time"],
+            seq=columns["seq"],
+            scores=scores,
+            threshold=model.threshold,
+            is_anomaly=verdict,
+            model_name=model.name,
+            model_version=model.version,
+            top_index=top_index,
+            top_values=np.take_along_axis(errors, top_index, axis=1),
+            names=model.normalizer.names,
+            scored_at=int(time.time() * 1000),
+        )
+        return batch, payloads, verdict, carry
+
+    def _produce(self, producer: Any, cars: list[str], payloads: list[bytes]) -> None:
+        """Produce keyed by car id and wait until every event is acknowledged (acks=all)."""
+        failures: list[str] = []
+
+        def delivered(err: Any, _msg: Any) -> None:
+            if err is not None:
+                failures.append(str(err))
+
+        topic, produce = self.settings.topics.anomalies, producer.produce
+        keys = self._keys
+        for car, value in zip(cars, payloads, strict=True):
+            key = keys.get(car)
+            if key is None:
+                key = keys[car] = car.encode()
+            try:
+                produce(topic, value, key, on_delivery=delivered)
+            except BufferError:  # the local queue is full: let it drain, then retry once more
+                while True:
+                    producer.poll(0.05)
+                    try:
+                        produce(topic, value, key, on_delivery=delivered)
+                        break
+                    except BufferError:
+                        continue
+        remaining = producer.flush(60)
+        if remaining or failures:
+            # No commit: the batch is scored again after a restart (duplicates harmless).
+            raise RuntimeError(f"{remaining} anomaly events undelivered: {failures[:3]}")
 
     def run(self, shutdown: Shutdown, max_idle: float | None = None) -> None:
         """Score until shutdown (or ``max_idle`` seconds without input, for benchmarks)."""
@@ -256,7 +295,18 @@ class Scorer:
         consumer = clients.kafka_consumer(
             settings, settings.groups.scorer, **{"session.timeout.ms": 10_000}
         )
-        producer = clients.kafka_producer(settings, **{"linger.ms": 10})
+        # The batch is flushed at once and waited for: no linger, large batches per partition;
+        # delivery reports only for failures (a Python callback per event costs ~1 µs).
+        producer = clients.kafka_producer(
+            settings,
+            **{
+                "delivery.report.only.error": True,
+                "linger.ms": 1,
+                "batch.num.messages": 10_000,
+                "batch.size": 1_000_000,
+                "queue.buffering.max.messages": 200_000,
+            },
+        )
         try:
             initial = watcher.caught_up()
             while initial is None and not shutdown.requested:

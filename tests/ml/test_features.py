@@ -40,10 +40,50 @@ def test_vibration_ratio_separates_a_degraded_drive_shaft() -> None:
 
 def test_same_features_from_records_and_from_a_dataframe() -> None:
     cols = simulated(cars=30, steps=4)
-    frame = pd.DataFrame({name: cols[name] for name in SENSORS})
+    names = ["car_id", "seq", *SENSORS]
+    frame = pd.DataFrame({name: cols[name] for name in names})
     np.testing.assert_array_equal(ft.raw_features(cols), ft.raw_features(frame))
-    dict_of_numpy = {name: np.asarray(cols[name]) for name in SENSORS}
+    dict_of_numpy = {name: np.asarray(cols[name]) for name in names}
     np.testing.assert_array_equal(ft.raw_features(cols), ft.raw_features(dict_of_numpy))
+
+
+def test_coolant_rise_per_amp_separates_overheating_before_the_temperature_does() -> None:
+    cols = simulated(cars=1000, steps=40, rate=3.0)
+    raw = ft.raw_features(cols)
+    per_amp = raw[:, ft.FEATURES.index("coolant_rise_per_amp")]
+    coolant = ft.mode_matrix(cols)[:, FAILURE_MODES.index("coolant")]
+    drawing = cols["current_draw"] > 5.0
+    # A failed cooling system heats at least ~0.49 °C per A per reading; a healthy one < 0.2.
+    assert per_amp[coolant & drawing].min() > 0.45
+    assert per_amp[~coolant & drawing].max() < 0.2
+    # ...while the temperature alone still overlaps with healthy cars.
+    temperature = cols["coolant_temp"]
+    assert temperature[coolant].min() < temperature[~coolant].max()
+
+
+def test_previous_reading_carried_between_batches_equals_the_whole_history() -> None:
+    cols = simulated(cars=50, steps=12)
+    whole, _ = ft.previous_coolant(cols)
+    order = np.random.default_rng(0).permutation(len(cols["seq"]))
+    by_time = np.argsort(cols["seq"], kind="stable")
+    carry: ft.Carry = {}
+    got = np.full(len(whole), np.nan)
+    for by_seq in np.array_split(by_time, 7):
+        chunk = by_seq[np.argsort(order[by_seq])]  # any order inside a batch
+        part = {k: np.asarray(v)[chunk] for k, v in cols.items()}
+        values, carry = ft.previous_coolant(part, carry)
+        got[chunk] = values
+    np.testing.assert_array_equal(got, whole)
+    first = cols["seq"] == cols["seq"].min()
+    assert np.isnan(whole[first]).all() and not np.isnan(whole[~first]).any()
+    # A redelivered batch (scorer restart) gets the same previous values again.
+    last = by_time[-50:]
+    again, _ = ft.previous_coolant({k: np.asarray(v)[last] for k, v in cols.items()}, carry)
+    np.testing.assert_array_equal(again, whole[last])
+    # A gap in seq means no previous reading: the rise is unknown, not a jump.
+    gap = {k: np.asarray(v)[by_time[-50:]] for k, v in cols.items()}
+    gap["seq"] = gap["seq"] + 5
+    assert np.isnan(ft.previous_coolant(gap, carry)[0]).all()
 
 
 def test_normalizer_learns_on_training_data_round_trips_and_clips() -> None:

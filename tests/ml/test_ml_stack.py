@@ -181,22 +181,32 @@ def test_scorer_events_match_readings_and_promotion_hot_reloads(
         registry.upload(settings, tmp_path / str(i), name, versions[-1])
     registry.promote(settings, name, versions[0])
 
-    first = simdata.simulated_records(50, 6, seed=6)
-    second = simdata.simulated_records(50, 6, seed=6, start_time_ms=START + 6 * INTERVAL)
-    second = [{**r, "seq": r["seq"] + 6} for r in second]
+    cars = 50
+    readings = simdata.simulated_records(cars, 200, seed=6)
+    steps = [readings[i : i + cars] for i in range(0, len(readings), cars)]
+    first = [r for step in steps[:6] for r in step]
     simdata.publish(settings, first)
 
     port = free_port()
     log = (tmp_path / "scorer.log").open("w")
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "fleet"), "ml", "score"],
-        env=scorer_env(settings, stack_env, port),
+        env=scorer_env(settings, stack_env, port) | {"FLEET_ML_BATCH_SIZE": "60"},
         stdout=log,
         stderr=subprocess.STDOUT,
     )
     anomalies = settings.topics.anomalies
     partitions = settings.topics.anomalies_partitions
     counter = clients.kafka_consumer(settings, f"count-{uuid.uuid4().hex[:8]}")
+    later = iter(steps[6:])
+    second: list[dict[str, Any]] = []
+
+    def publish_step() -> None:
+        step = next(later, None)
+        if step is not None:
+            simdata.publish(settings, step)
+            second.extend(step)
+
     try:
 
         def count() -> int:
@@ -206,15 +216,18 @@ def test_scorer_events_match_readings_and_promotion_hot_reloads(
             )
 
         wait_for(lambda: count() >= len(first), 180, "scores of the first readings")
-        # Promote the second version; the scorer reports it before new readings arrive.
+        # Promote the second version while readings keep arriving: the switch happens between
+        # two batches of a busy stream, not in a quiet moment.
         registry.promote(settings, name, versions[1])
-        wait_for(
-            lambda: versions[1] in metric(port, "fleet_ml_model_info"),
-            120,
-            "the scorer to load the promoted version",
-        )
-        simdata.publish(settings, second)
-        wait_for(lambda: count() >= len(first) + len(second), 120, "scores of the second readings")
+
+        def reloaded_while_publishing() -> bool:
+            publish_step()
+            return versions[1] in metric(port, "fleet_ml_model_info")
+
+        wait_for(reloaded_while_publishing, 120, "the scorer to load the promoted version")
+        for _ in range(3):
+            publish_step()
+        wait_for(lambda: count() >= len(first) + len(second), 120, "scores of the later readings")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
     finally:
@@ -238,7 +251,9 @@ def check_events(
     name: str,
     tmp_path: Path,
 ) -> None:
-    """Every reading scored once, by the version promoted when it arrived, with its own score."""
+    """Every reading scored exactly once; per partition (per car) the old version's scores
+    all come before the new one's; the last readings are the new version's; each score is
+    that version's own score for the reading."""
     codec = anomaly_codec()
     events = [(m.key(), codec.decode(m.value())) for m in messages]
     readings = {(r["car_id"], r["seq"]): r for r in [*first, *second]}
@@ -259,18 +274,27 @@ def check_events(
         assert len(event["top_sensors"]) == 3
         contributions = [s["contribution"] for s in event["top_sensors"]]
         assert contributions == sorted(contributions, reverse=True)
-    # First readings by the first version, later ones by the promoted one.
-    assert {(r["car_id"], r["seq"]) for r in by_version[versions[0]]} == {
-        (r["car_id"], r["seq"]) for r in first
+    # The first readings by the first version; the last three steps, published after the
+    # reload was visible, by the promoted one; per partition, one switch and no way back.
+    first_keys = {(r["car_id"], r["seq"]) for r in first}
+    assert first_keys <= {(r["car_id"], r["seq"]) for r in by_version[versions[0]]}
+    assert {(r["car_id"], r["seq"]) for r in second[-150:]} <= {
+        (r["car_id"], r["seq"]) for r in by_version[versions[1]]
     }
-    assert len(by_version[versions[1]]) == len(second)
-    # Scores are the model's own reconstruction errors for that reading.
-    for version, rows in by_version.items():
-        model = local[version]
-        x = ft.transform(ft.columns_from_records(rows), model.normalizer)
-        expected = dict(
-            zip([(r["car_id"], r["seq"]) for r in rows], model.scores(x)[0], strict=True)
-        )
+    per_partition: dict[int, list[int]] = {}
+    for m in messages:
+        version_index = versions.index(codec.decode(m.value())["model_version"])
+        per_partition.setdefault(m.partition(), []).append(version_index)
+    for sequence in per_partition.values():
+        assert sequence == sorted(sequence)
+    # Scores are the model's own reconstruction errors for that reading, with each car's
+    # previous reading known across batches and model versions (the coolant-rise features).
+    rows = [*first, *second]
+    columns = ft.columns_from_records(rows)
+    keys = [(r["car_id"], r["seq"]) for r in rows]
+    for version, model in local.items():
+        scores = model.scores(ft.transform(columns, model.normalizer))[0]
+        expected = dict(zip(keys, scores, strict=True))
         for _key, event in events:
             if event["model_version"] == version:
                 assert event["score"] == pytest.approx(

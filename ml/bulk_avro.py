@@ -1,0 +1,406 @@
+"""Bulk Avro for the scorer's hot path: decode a whole batch of telemetry messages, encode a
+whole batch of anomaly events, with numpy over concatenated bytes instead of fastavro per
+message (~15 µs each way, which capped one scorer at ~16k events/s).
+
+Decoding: the telemetry-v1 layout is fixed (header, string, two longs, nine floats, four int
+varints, four floats, one int varint, then the two label unions), so every message of a batch
+is parsed at once: one vector of read positions advances field by field, varints are decoded
+seven bits at a time across all messages, float runs are gathered as one ``(n, 4k)`` block.
+Only the car id and the label tail are touched per message (a slice and a cache lookup: fleets
+have few distinct car ids and label sets). Every message is checked: header and fingerprint,
+bounds of every field, union indexes, and the message ending exactly where its last field
+does. Anything else (another writer version, a corrupt body) goes to ``fleet.avro``'s codec,
+which resolves other versions or raises the usual ``AvroDecodeError``.
+
+Encoding: an anomaly event is the same layout for every reading, so the batch is assembled as
+one ``(n, width)`` byte matrix with a mask of the bytes each row uses; ``matrix[mask]`` is all
+messages back to back. Both directions are checked byte for byte against fastavro in
+``tests/ml/test_bulk_avro.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from fleet.avro import (
+    HEADER_SIZE,
+    AvroDecodeError,
+    Codec,
+    anomaly_codec,
+    telemetry_codec,
+    zigzag_varint,
+)
+from fleet.contract import SENSOR_TYPES, SENSORS
+
+U8 = npt.NDArray[np.uint8]
+I64 = npt.NDArray[np.int64]
+TELEMETRY_FIELDS = ("car_id", "event_time", "seq", *SENSORS, "failure_occurred", "failure_modes")
+ANOMALY_FIELDS = (
+    "car_id",
+    "event_time",
+    "seq",
+    "score",
+    "threshold",
+    "is_anomaly",
+    "model_name",
+    "model_version",
+    "top_sensors",
+    "scored_at",
+)
+MAX_VARINT = 10  # bytes of a 64-bit varint
+
+
+def _check_layout(codec: Codec, expected: tuple[str, ...]) -> None:
+    names = tuple(f["name"] for f in codec.schema["fields"])
+    if names != expected:  # the layout below is this schema's
+        raise ValueError(f"unexpected {codec.name} schema fields {names}")
+
+
+# --- decoding ---------------------------------------------------------------------------------
+
+
+def _varints(buf: U8, pos: I64, end: I64, ok: npt.NDArray[np.bool_]) -> tuple[I64, I64]:
+    """Zig-zag varints at ``pos`` of every message: (values, positions after them).
+
+    Clears ``ok`` (in place) for messages whose varint runs past their end or is too long.
+    """
+    raw = np.zeros(len(pos), np.uint64)
+    length = np.zeros(len(pos), np.int64)
+    active = ok.copy()
+    last = len(buf) - 1
+    for k in range(MAX_VARINT):
+        if not active.any():
+            break
+        idx = pos + k
+        inside = idx < end
+        ok &= inside | ~active
+        active &= inside
+        byte = buf[np.where(active, idx, last)].astype(np.uint64)
+        if k == MAX_VARINT - 1:
+            ok &= ~active | (byte <= 1)  # a 64-bit value has one bit left in the tenth byte
+        raw |= np.where(active, (byte & np.uint64(0x7F)) << np.uint64(7 * k), np.uint64(0))
+        length += active
+        active &= (byte & np.uint64(0x80)) != 0
+    ok &= ~active  # still continuing after ten bytes
+    value = (raw >> np.uint64(1)).view(np.int64) ^ -(raw & np.uint64(1)).view(np.int64)
+    return value, pos + length
+
+
+def _gather(buf: U8, pos: I64, width: int, end: I64, ok: npt.NDArray[np.bool_]) -> U8:
+    """``width`` bytes at ``pos`` of every message as an (n, width) matrix; marks overruns."""
+    ok &= pos + width <= end
+    start = np.where(ok, pos, 0)
+    return buf[start[:, None] + np.arange(width)]
+
+
+@dataclass
+class DecodedBatch:
+    """Columns of the messages that decoded (input order kept), and the ones that did not."""
+
+    columns: dict[str, npt.NDArray[Any]]
+    index: npt.NDArray[np.intp]  # position in the input of each decoded row
+    errors: list[tuple[int, AvroDecodeError]] = field(default_factory=list)
+    fallback: int = 0  # messages decoded by fleet.avro (another writer version)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+class TelemetryBatchDecoder:
+    """Decodes telemetry-v1 single-object messages in bulk into feature-ready columns."""
+
+    def __init__(self, codec: Codec | None = None) -> None:
+        self.codec = codec or telemetry_codec()
+        _check_layout(self.codec, TELEMETRY_FIELDS)
+        self.header = np.frombuffer(self.codec.header, np.uint8)
+        # Runs of consecutive float sensors are gathered as one block; ints one by one.
+        self.pieces: list[tuple[str, list[str]]] = []
+        for name in SENSORS:
+            kind = "f" if SENSOR_TYPES[name] is float else "i"
+            if kind == "f" and self.pieces and self.pieces[-1][0] == "f":
+                self.pieces[-1][1].append(name)
+            else:
+                self.pieces.append((kind, [name]))
+        self._cars: dict[bytes, str] = {}
+        self._labels: dict[bytes, tuple[bool | None, tuple[str, ...] | None]] = {}
+
+    def decode(self, messages: Sequence[bytes]) -> DecodedBatch:
+        n = len(messages)
+        lengths = np.fromiter(map(len, messages), np.int64, n)
+        blob = b"".join(messages)
+        columns, ok, car_span, tail_start = self._fixed_fields(blob, lengths)
+        good = self._per_message(blob, columns, ok, car_span, tail_start, np.cumsum(lengths))
+        errors, fallback = self._fall_back(messages, columns, good)
+        index = np.flatnonzero(np.asarray(good, bool))
+        out = {name: values[index] for name, values in columns.items()}
+        for name in SENSORS:
+            out[name] = out[name].astype(np.float64)
+        return DecodedBatch(out, index, errors, fallback)
+
+    def _fixed_fields(
+        self, blob: bytes, lengths: I64
+    ) -> tuple[dict[str, npt.NDArray[Any]], npt.NDArray[np.bool_], tuple[I64, I64], I64]:
+        """Every field up to the labels, for all messages at once (vectorized).
+
+        Returns the columns (car id and labels still empty), which messages parsed, the car
+        ids' byte spans and where each label tail starts.
+        """
+        n = len(lengths)
+        buf = np.frombuffer(blob, np.uint8) if blob else np.zeros(1, np.uint8)
+        end = np.cumsum(lengths)
+        start = end - lengths
+        ok = lengths > HEADER_SIZE
+        header = _gather(buf, start, HEADER_SIZE, end, ok)
+        ok &= (header == self.header).all(axis=1)
+        pos = start + HEADER_SIZE
+        car_len, pos = _varints(buf, pos, end, ok)
+        ok &= (car_len >= 0) & (pos + car_len <= end)
+        car_start, pos = pos, pos + np.where(ok, car_len, 0)
+        columns: dict[str, npt.NDArray[Any]] = {"car_id": np.empty(n, dtype=object)}
+        columns["event_time"], pos = _varints(buf, pos, end, ok)
+        columns["seq"], pos = _varints(buf, pos, end, ok)
+        for kind, names in self.pieces:
+            if kind == "f":
+                width = 4 * len(names)
+                block = _gather(buf, pos, width, end, ok).view("<f4")
+                for j, name in enumerate(names):
+                    columns[name] = block[:, j]
+                pos = pos + width
+            else:
+                columns[names[0]], pos = _varints(buf, pos, end, ok)
+        columns["failure_occurred"] = np.empty(n, dtype=object)
+        columns["failure_modes"] = np.empty(n, dtype=object)
+        return columns, ok, (car_start, car_start + car_len), pos
+
+    def _per_message(  # noqa: PLR0917
+        self,
+        blob: bytes,
+        columns: dict[str, npt.NDArray[Any]],
+        ok: npt.NDArray[np.bool_],
+        car_span: tuple[I64, I64],
+        tail_start: I64,
+        end: I64,
+    ) -> list[bool]:
+        """Car ids and label tails, one slice and one cache lookup each; which messages parsed."""
+        car_ids, occurred, modes = (
+            columns["car_id"],
+            columns["failure_occurred"],
+            columns["failure_modes"],
+        )
+        cars, labels = self._cars, self._labels
+        good: list[bool] = ok.tolist()
+        car_a, car_b = car_span[0].tolist(), car_span[1].tolist()
+        tail_a, ends = tail_start.tolist(), end.tolist()
+        for i in range(len(good)):
+            if not good[i]:
+                continue
+            raw_car = blob[car_a[i] : car_b[i]]
+            car = cars.get(raw_car)
+            tail = blob[tail_a[i] : ends[i]]
+            label = labels.get(tail)
+            if car is None:
+                car = self._car(raw_car)
+            if label is None:
+                label = self._label(tail)
+            if car is None or label is None:
+                good[i] = False
+                continue
+            car_ids[i] = car
+            occurred[i], modes[i] = label
+        return good
+
+    def _fall_back(
+        self, messages: Sequence[bytes], columns: dict[str, npt.NDArray[Any]], good: list[bool]
+    ) -> tuple[list[tuple[int, AvroDecodeError]], int]:
+        """Messages the fast path did not parse, through fleet.avro: other writer versions
+        decode (into this version's fields), the rest are errors."""
+        errors: list[tuple[int, AvroDecodeError]] = []
+        fallback = 0
+        for i in [i for i, g in enumerate(good) if not g]:
+            try:
+                record = self.codec.decode(messages[i])
+            except AvroDecodeError as exc:
+                errors.append((i, exc))
+                continue
+            good[i] = True
+            fallback += 1
+            for name in ("car_id", "event_time", "seq", *SENSORS, "failure_occurred"):
+                columns[name][i] = record.get(name)
+            failure_modes = record.get("failure_modes")
+            columns["failure_modes"][i] = None if failure_modes is None else tuple(failure_modes)
+        return errors, fallback
+
+    def _car(self, raw: bytes) -> str | None:
+        try:
+            car = raw.decode()
+        except UnicodeDecodeError:
+            return None  # fastavro's decode names the error
+        self._cars[raw] = car
+        return car
+
+    def _label(self, tail: bytes) -> tuple[bool | None, tuple[str, ...] | None] | None:
+        """Parse ``failure_occurred`` and ``failure_modes``; None if malformed."""
+        parsed = _parse_labels(tail)
+        if parsed is not None:
+            self._labels[tail] = parsed
+        return parsed
+
+
+def _read_long(data: bytes, pos: int) -> tuple[int, int]:
+    shift = value = 0
+    for k in range(MAX_VARINT):
+        byte = data[pos + k]  # IndexError past the end
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return (value >> 1) ^ -(value & 1), pos + k + 1
+    raise ValueError("varint too long")
+
+
+def _parse_labels(tail: bytes) -> tuple[bool | None, tuple[str, ...] | None] | None:
+    try:
+        branch, pos = _read_long(tail, 0)
+        occurred: bool | None = None
+        if branch == 1:
+            flag = tail[pos]
+            if flag > 1:
+                return None
+            occurred, pos = flag == 1, pos + 1
+        elif branch != 0:
+            return None
+        branch, pos = _read_long(tail, pos)
+        modes: tuple[str, ...] | None = None
+        if branch == 1:
+            items: list[str] = []
+            while True:
+                count, pos = _read_long(tail, pos)
+                if count == 0:
+                    break
+                if count < 0:  # a block with its byte size: skip the size
+                    count = -count
+                    _size, pos = _read_long(tail, pos)
+                for _ in range(count):
+                    size, pos = _read_long(tail, pos)
+                    if size < 0 or pos + size > len(tail):
+                        return None
+                    items.append(tail[pos : pos + size].decode())
+                    pos += size
+            modes = tuple(items)
+        elif branch != 0:
+            return None
+        return (occurred, modes) if pos == len(tail) else None
+    except (IndexError, ValueError):  # UnicodeDecodeError is a ValueError
+        return None
+
+
+# --- encoding ---------------------------------------------------------------------------------
+
+
+def varint_block(values: npt.ArrayLike) -> tuple[U8, I64]:
+    """Zig-zag varints of int64 values as an (n, 10) byte matrix and each one's length."""
+    v = np.asarray(values, np.int64)
+    z = (v.view(np.uint64) << np.uint64(1)) ^ (v >> 63).view(np.uint64)
+    shifts = np.arange(MAX_VARINT, dtype=np.uint64) * np.uint64(7)
+    groups = (z[:, None] >> shifts[None, :]) & np.uint64(0x7F)
+    # Length: index of the highest non-zero group + 1 (at least one byte).
+    nonzero = groups != 0
+    length = np.where(nonzero.any(axis=1), MAX_VARINT - np.argmax(nonzero[:, ::-1], axis=1), 1)
+    more = np.arange(MAX_VARINT)[None, :] < (length[:, None] - 1)
+    block = (groups | np.where(more, np.uint64(0x80), np.uint64(0))).astype(np.uint8)
+    return block, length.astype(np.int64)
+
+
+def _avro_string(text: str) -> bytes:
+    data = text.encode()
+    return zigzag_varint(len(data)) + data
+
+
+def _padded(encoded: Sequence[bytes]) -> tuple[U8, I64]:
+    """Byte strings as a zero-padded matrix and their lengths."""
+    lengths = np.fromiter(map(len, encoded), np.int64, len(encoded))
+    width = int(lengths.max()) if len(encoded) else 0
+    matrix = np.zeros((len(encoded), max(width, 1)), np.uint8)
+    for i, data in enumerate(encoded):
+        matrix[i, : len(data)] = np.frombuffer(data, np.uint8)
+    return matrix, lengths
+
+
+class AnomalyBatchEncoder:
+    """Encodes a batch of anomaly events into anomaly-v1 single-object messages."""
+
+    def __init__(self, codec: Codec | None = None) -> None:
+        self.codec = codec or anomaly_codec()
+        _check_layout(self.codec, ANOMALY_FIELDS)
+        self.header = np.frombuffer(self.codec.header, np.uint8)
+
+    def encode(
+        self,
+        *,
+        car_ids: npt.NDArray[Any],
+        event_time: npt.ArrayLike,
+        seq: npt.ArrayLike,
+        scores: npt.ArrayLike,
+        threshold: float,
+        is_anomaly: npt.ArrayLike,
+        model_name: str,
+        model_version: str,
+        top_index: npt.NDArray[np.intp],
+        top_values: npt.ArrayLike,
+        names: Sequence[str],
+        scored_at: int,
+    ) -> list[bytes]:
+        """One message per row. ``top_index`` (n, k) indexes ``names``; ``top_values`` (n, k)."""
+        n = len(car_ids)
+        if n == 0:
+            return []
+        blocks: list[tuple[U8, I64 | None]] = []  # (n, w) bytes, used length per row or all
+
+        def const(data: bytes) -> None:
+            blocks.append((np.broadcast_to(np.frombuffer(data, np.uint8), (n, len(data))), None))
+
+        def doubles(values: npt.ArrayLike) -> None:
+            column = np.ascontiguousarray(np.asarray(values, "<f8").reshape(n, 1))
+            blocks.append((column.view(np.uint8), None))
+
+        const(self.codec.header)
+        unique, inverse = np.unique(np.asarray(car_ids).astype(str), return_inverse=True)
+        strings, lengths = _padded([_avro_string(str(c)) for c in unique])
+        blocks.append((strings[inverse], lengths[inverse]))
+        blocks.append(varint_block(event_time))
+        blocks.append(varint_block(seq))
+        doubles(scores)
+        doubles(np.full(n, threshold))
+        flags = np.asarray(is_anomaly, bool).astype(np.uint8).reshape(n, 1)
+        blocks.append((flags, None))
+        const(_avro_string(model_name) + _avro_string(model_version))
+        top_index = np.asarray(top_index).reshape(n, -1)
+        k = top_index.shape[1]
+        if k:
+            values = np.asarray(top_values, np.float64).reshape(n, k)
+            const(zigzag_varint(k))
+            name_bytes, name_lengths = _padded([_avro_string(s) for s in names])
+            for j in range(k):
+                blocks.append((name_bytes[top_index[:, j]], name_lengths[top_index[:, j]]))
+                doubles(values[:, j])
+        const(b"\x00")  # end of the top_sensors array
+        const(zigzag_varint(scored_at))
+
+        matrix = np.concatenate([b for b, _ in blocks], axis=1)
+        mask = np.concatenate(
+            [
+                np.ones(b.shape, bool)
+                if used is None
+                else np.arange(b.shape[1])[None, :] < used[:, None]
+                for b, used in blocks
+            ],
+            axis=1,
+        )
+        data = matrix[mask].tobytes()
+        ends = np.cumsum(mask.sum(axis=1)).tolist()
+        starts = [0, *ends[:-1]]
+        return [data[a:b] for a, b in zip(starts, ends, strict=True)]
