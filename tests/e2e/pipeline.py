@@ -178,6 +178,12 @@ class Service:
             return ""
 
 
+def answered(info: mqtt.MQTTMessageInfo) -> bool:
+    """The broker's PUBACK for this publish arrived. (``is_published()`` raises for a message
+    published while disconnected, which paho queues and sends after reconnecting.)"""
+    return bool(info._published)
+
+
 def scrape(port: int, prefix: str) -> dict[str, float]:
     """Prometheus metrics of a service (samples without labels), by name."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
@@ -306,10 +312,10 @@ class Cars:
         return len(self.sent)
 
     def acked(self) -> set[tuple[str, int]]:
-        return {(car, seq) for car, seq, info in list(self.sent) if info.is_published()}
+        return {(car, seq) for car, seq, info in list(self.sent) if answered(info)}
 
     def all_answered(self) -> bool:
-        return all(info.is_published() for _c, _s, info in list(self.sent))
+        return all(answered(info) for _c, _s, info in list(self.sent))
 
     def close(self) -> None:
         self.stop()
@@ -368,7 +374,7 @@ class Gateway:
         return len(self.infos)
 
     def all_answered(self) -> bool:
-        return all(info.is_published() for info in self.infos)
+        return all(answered(info) for info in self.infos)
 
     def close(self) -> None:
         self.client.disconnect()
@@ -435,7 +441,7 @@ def score_of(message: Message) -> Event:
 
 
 def letter_of(message: Message) -> str:
-    return header_dict(message.headers())["reason"]
+    return header_dict(message.headers())["reason"]  # type: ignore[arg-type]
 
 
 class Offsets:
