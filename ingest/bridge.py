@@ -198,7 +198,7 @@ class Bridge:
         )
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
-        client.on_subscribe = lambda *_args: self._subscribed.set()
+        client.on_subscribe = self._on_subscribe
         client.reconnect_delay_set(min_delay=1, max_delay=10)
         # Readings are cut out of the socket in bulk and handed over one list per read;
         # paho's per-message path cost more CPU than all of validation and encoding.
@@ -220,6 +220,12 @@ class Bridge:
         )
         # Subscribing again on a resumed session is harmless and covers an expired one.
         client.subscribe(self.subscription, qos=1)
+
+    def _on_subscribe(self, *_args: Any) -> None:
+        # Readings published before the first subscription are not kept (MQTT semantics):
+        # this line tells operators and tests that the bridge now holds a session for them.
+        log.info("subscribed", subscription=self.subscription)
+        self._subscribed.set()
 
     def _on_disconnect(self, *args: Any) -> None:
         if not self._stopping:

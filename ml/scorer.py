@@ -18,6 +18,7 @@ so every reading is scored by exactly one model version.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -159,6 +160,7 @@ class Scorer:
         self.batches = 0
         self.first_batch_at: float | None = None  # monotonic, for throughput figures
         self.last_batch_at: float | None = None
+        self.stopping: Callable[[], bool] = lambda: False
 
     def _switch(self, announcement: dict[str, Any]) -> None:
         name, version = announcement["model_name"], announcement["model_version"]
@@ -283,7 +285,13 @@ class Scorer:
                         break
                     except BufferError:
                         continue
-        remaining = producer.flush(60)
+        remaining = producer.flush(5)
+        # Kafka away (restarting, say): keep waiting for delivery, as the bridge does,
+        # rather than exit and reload the model once it is back. Stopping meanwhile
+        # leaves the batch uncommitted: it is scored again after a restart.
+        while remaining and not failures and not self.stopping():
+            log.warning("kafka away; waiting to deliver scores", undelivered=remaining)
+            remaining = producer.flush(5)
         if remaining or failures:
             # No commit: the batch is scored again after a restart (duplicates harmless).
             raise RuntimeError(f"{remaining} anomaly events undelivered: {failures[:3]}")
@@ -291,6 +299,7 @@ class Scorer:
     def run(self, shutdown: Shutdown, max_idle: float | None = None) -> None:
         """Score until shutdown (or ``max_idle`` seconds without input, for benchmarks)."""
         settings = self.settings
+        self.stopping = lambda: shutdown.requested
         watcher = ModelWatcher(settings)
         consumer = clients.kafka_consumer(
             settings, settings.groups.scorer, **{"session.timeout.ms": 10_000}
@@ -305,6 +314,8 @@ class Scorer:
                 "batch.num.messages": 10_000,
                 "batch.size": 1_000_000,
                 "queue.buffering.max.messages": 200_000,
+                # No delivery timeout: a score waits for Kafka to come back instead of failing.
+                "message.timeout.ms": 0,
             },
         )
         try:
