@@ -10,8 +10,8 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from fleet.cli.commands import commands_app
 from fleet.cli.bench import bench_app
+from fleet.cli.commands import commands_app
 from fleet.cli.context import CliError, load_settings
 from fleet.cli.demo import demo_app
 from fleet.cli.ingest import ingest_app
