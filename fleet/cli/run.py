@@ -26,6 +26,7 @@ SERVICES: dict[str, ServiceSpec] = {
     "twin": ServiceSpec(("twin", "run"), "Kafka -> one MongoDB twin per car"),
     "lake": ServiceSpec(("lake", "run"), "Kafka -> Avro objects in the GCS data lake"),
     "scorer": ServiceSpec(("ml", "score"), "Kafka -> anomaly scores with the promoted model"),
+    "commands": ServiceSpec(("commands", "run"), "desired-state changes -> cars over MQTT (QoS 1)"),
     "ui": ServiceSpec(("ui",), "the Streamlit fleet explorer (HTTP, settings ui.port)"),
 }
 
@@ -41,7 +42,7 @@ def service_names() -> str:
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     help="Run one service in the foreground until SIGTERM/Ctrl-C.\n\n\b\n"
     + "\n".join(
-        f"{name:<7} {spec.summary} (fleet {' '.join(spec.command)})"
+        f"{name:<8} {spec.summary} (fleet {' '.join(spec.command)})"
         for name, spec in SERVICES.items()
     )
     + "\n\nOptions after SERVICE go to the service, e.g. `fleet run bridge --client-id b2`.",
