@@ -13,10 +13,12 @@ Exactly-once in effect, at-least-once delivery:
 - If it dies between the write and that confirmation, the events are redelivered, and the fold
   finds them already applied (the twin's positions). A car with such a redelivered event gets a
   *snapshot* change (``snapshot: true``, every path with its current value) at its current
-  revision: that carries whatever the lost change carried.
+  revision: it carries whatever the lost change carried, and a consumer *replaces* its copy
+  of the car with it (a path absent from a snapshot no longer exists on the twin).
 - So events may repeat, never go missing. Keyed by car id (one partition, in order), a
   consumer keeps the last revision per car and drops an event whose revision is not above it
-  (``ChangeView.apply``); applying the values of the rest by path reproduces the twin's parts.
+  (``ChangeView.apply``); applying the values of the rest by path (null = remove the path;
+  a snapshot replaces the whole car) reproduces the twin's parts.
 """
 
 from __future__ import annotations
@@ -125,6 +127,8 @@ class ChangeView:
             self.duplicates += 1
             return False
         self.revisions[car] = int(event["revision"])
+        if event.get("snapshot"):
+            self.values[car] = {}  # everything that exists is in it
         view = self.values.setdefault(car, {})
         for path, value in json.loads(event["values"]).items():
             if value is None:

@@ -60,8 +60,10 @@ def test_a_follower_drops_duplicates_and_reproduces_the_twin() -> None:
 
 
 def test_a_snapshot_after_a_lost_change_repairs_the_follower() -> None:
-    t1 = fold_all([reading(seq=0, control_unit_firmware=1000)])
-    t2 = fold_all([cmd(value=2000)], t1, start=1)
+    t1 = fold_all([reading(seq=0, control_unit_firmware=1000), cmd(value=2000)])
+    t2 = fold_all([reading(seq=1, control_unit_firmware=2000)], t1, start=5)
+    assert "delta.firmware" in comparable_paths(t1)
+    assert "delta.firmware" not in comparable_paths(t2)  # the car converged in the lost change
     view = ChangeView()
     view.apply(change_event(Written("car1", None, t1, False), 1))
     # The change t1 -> t2 was written to MongoDB but never produced (a crash); the redelivered
