@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from pymongo.errors import ConnectionFailure, OperationFailure
 from tenacity import Retrying, retry_if_exception, wait_exponential
 
@@ -26,10 +26,21 @@ from fleet.service import Shutdown
 from fleet.settings import Settings
 from twin import metrics, store
 from twin.events import Envelope, Kind
-from twin.project import Applied, apply_batch, by_car, decode_messages
+from twin.project import (
+    Applied,
+    Raw,
+    apply_batch,
+    by_car,
+    chunks_by_car,
+    decode_messages,
+    poll,
+)
 
 log = get_logger("twin.projector")
 T = TypeVar("T")
+
+#: Events asked of the first poll; later polls adapt (see `Projector.adapt`).
+INITIAL_LIMIT = 10_000
 
 #: Commit failures that only mean "the group moved on": the next owner redelivers, harmlessly.
 GROUP_MOVED = {
@@ -45,8 +56,12 @@ GROUP_MOVED = {
 def mongo_is_away(exc: BaseException) -> bool:
     if isinstance(exc, ConnectionFailure):
         return True
-    # A primary stepping down or a server shutting down: transient as well.
-    return isinstance(exc, OperationFailure) and exc.has_error_label("RetryableWriteError")
+    # A primary stepping down or a server shutting down: transient as well; so is a
+    # transaction that met another writer's (e.g. one orphaned by a kill -9, reaped in 60 s).
+    return isinstance(exc, OperationFailure) and (
+        exc.has_error_label("RetryableWriteError")
+        or exc.has_error_label("TransientTransactionError")
+    )
 
 
 def kafka_is_away(exc: BaseException) -> bool:
@@ -91,6 +106,11 @@ class Projector:
         self._assigned: set[tuple[str, int]] = set()
         self._next: dict[tuple[str, int], int] = {}  # next offset per partition, for lag
         self._lag_checked = 0.0
+        # Events asked of the next poll. Starts small (the first batch of a new fleet is all
+        # new twins) and adapts so a batch takes about `batch_seconds`: big batches give each
+        # car many events per write, and a batch must end well within max.poll.interval.ms.
+        self.limit = min(settings.twin.batch_size, INITIAL_LIMIT)
+        self.transactions = False
 
     # --- retries -------------------------------------------------------------------------
 
@@ -133,6 +153,12 @@ class Projector:
             mongo_is_away,
             lambda: store.ensure_indexes(self.collection),
         )
+        self.transactions = twin.transactions and self._retry(
+            "probe transactions",
+            "mongodb",
+            mongo_is_away,
+            lambda: store.supports_transactions(self.collection),
+        )
         consumer = clients.kafka_consumer(
             self.settings, self.settings.groups.twin, **self.consumer_overrides
         )
@@ -147,13 +173,16 @@ class Projector:
             topics=list(self.codecs),
             collection=self.collection.name,
             group=self.settings.groups.twin,
+            transactions=self.transactions,
         )
         try:
             while not self.shutdown.requested:
-                messages = consumer.consume(num_messages=twin.batch_size, timeout=twin.poll_timeout)
-                if messages:
+                batch = poll(consumer, self.limit, twin.poll_timeout)
+                if batch:
                     try:
-                        self.process(consumer, messages)
+                        started = time.perf_counter()
+                        self.process(consumer, batch)
+                        self.adapt(len(batch), time.perf_counter() - started)
                     except (ConnectionFailure, OperationFailure, KafkaException):
                         if not self.shutdown.requested:
                             raise
@@ -165,7 +194,17 @@ class Projector:
             log.info("stopped", **vars(self.applied))
         return self.applied
 
-    def process(self, consumer: Consumer, messages: Sequence[Message]) -> None:
+    def adapt(self, events: int, seconds: float) -> None:
+        """Size the next poll: at most 4x the last, and no more than fits in `batch_seconds`."""
+        twin = self.settings.twin
+        if events < self.limit or seconds <= 0:
+            return  # caught up: a partial batch says nothing about how much would fit
+        fits = int(events * twin.batch_seconds / seconds)
+        floor = min(INITIAL_LIMIT, twin.batch_size)
+        self.limit = max(floor, min(4 * events, fits, twin.batch_size))
+        metrics.BATCH_LIMIT.set(self.limit)
+
+    def process(self, consumer: Consumer, messages: Sequence[Raw]) -> None:
         """Apply one polled batch, a chunk of cars at a time, then commit its offsets.
 
         Messages stay undecoded until their car's chunk comes up, so memory is bounded by the
@@ -173,17 +212,12 @@ class Projector:
         """
         metrics.BATCH_SIZE.observe(len(messages))
         started = time.perf_counter()
-        per_car: dict[bytes, list[Message]] = {}
         offsets: dict[tuple[str, int], int] = {}
         for message in messages:
-            if message.error() is None:
-                offsets[(str(message.topic()), message.partition() or 0)] = message.offset() or 0
-            per_car.setdefault(message.key() or b"", []).append(message)
-        keys = list(per_car)
+            offsets[(message.topic, message.partition)] = message.offset
         written = 0
-        chunk = self.settings.twin.write_chunk
-        for start in range(0, len(keys), chunk):
-            selected = [m for key in keys[start : start + chunk] for m in per_car[key]]
+        twin = self.settings.twin
+        for selected in chunks_by_car(messages, twin.write_chunk):
             events, _offsets = self.decode(selected)
             grouped = by_car(events)
             applied = self._retry(
@@ -191,7 +225,7 @@ class Projector:
                 "mongodb",
                 mongo_is_away,
                 lambda grouped=grouped: apply_batch(  # type: ignore[misc]
-                    self.collection, grouped, self.settings.twin.history_size
+                    self.collection, grouped, twin.history_size, transaction=self.transactions
                 ),
             )
             written += applied.cars_written
@@ -205,9 +239,7 @@ class Projector:
         metrics.BATCH_CARS.observe(written)
         self.commit(consumer, offsets)
 
-    def decode(
-        self, messages: Sequence[Message]
-    ) -> tuple[list[Envelope], dict[tuple[str, int], int]]:
+    def decode(self, messages: Sequence[Raw]) -> tuple[list[Envelope], dict[tuple[str, int], int]]:
         events, offsets, undecodable = decode_messages(messages, self.codecs)
         metrics.EVENTS.labels("undecodable").inc(undecodable)
         return events, offsets
