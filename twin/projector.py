@@ -78,6 +78,18 @@ def kafka_is_away(exc: BaseException) -> bool:
     }
 
 
+def next_limit(
+    limit: int, events: int, seconds: float, batch_size: int, batch_seconds: float
+) -> int:
+    """The next poll's size after a batch of ``events`` took ``seconds``: at most 4x the last,
+    no more than fits in ``batch_seconds`` at the rate just seen, within [10,000, batch_size].
+    A partial batch (caught up) says nothing about how much would fit: the size stays."""
+    if events < limit or seconds <= 0:
+        return limit
+    fits = int(events * batch_seconds / seconds)
+    return max(min(INITIAL_LIMIT, batch_size), min(4 * events, fits, batch_size))
+
+
 def codecs_for(settings: Settings) -> dict[str, tuple[Kind, Codec]]:
     """What the projector reads: topic -> (kind of event, its codec)."""
     return {
@@ -195,13 +207,8 @@ class Projector:
         return self.applied
 
     def adapt(self, events: int, seconds: float) -> None:
-        """Size the next poll: at most 4x the last, and no more than fits in `batch_seconds`."""
         twin = self.settings.twin
-        if events < self.limit or seconds <= 0:
-            return  # caught up: a partial batch says nothing about how much would fit
-        fits = int(events * twin.batch_seconds / seconds)
-        floor = min(INITIAL_LIMIT, twin.batch_size)
-        self.limit = max(floor, min(4 * events, fits, twin.batch_size))
+        self.limit = next_limit(self.limit, events, seconds, twin.batch_size, twin.batch_seconds)
         metrics.BATCH_LIMIT.set(self.limit)
 
     def process(self, consumer: Consumer, messages: Sequence[Raw]) -> None:
