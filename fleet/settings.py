@@ -132,10 +132,10 @@ class TwinSettings(BaseModel):
     )
     poll_timeout: float = Field(1.0, gt=0, description="seconds to wait for a batch to fill")
     batch_seconds: float = Field(
-        60.0,
+        180.0,
         gt=0,
-        description="aim for batches that take this long to apply: the batch limit adapts "
-        "(under max.poll.interval.ms, 300 s)",
+        description="aim for batches that take at most this long to apply: the poll size "
+        "adapts (the projector's max.poll.interval.ms is 900 s)",
     )
     write_chunk: int = Field(
         500,

@@ -39,8 +39,11 @@ from twin.project import (
 log = get_logger("twin.projector")
 T = TypeVar("T")
 
-#: Events asked of the first poll; later polls adapt (see `Projector.adapt`).
+#: Events asked of the first poll; later polls adapt (see `next_limit`).
 INITIAL_LIMIT = 10_000
+#: How long a batch may take before Kafka hands its partitions to another member (15 min;
+#: Kafka's default is 5). `batch_seconds` keeps batches well below it.
+MAX_POLL_INTERVAL_MS = 900_000
 
 #: Commit failures that only mean "the group moved on": the next owner redelivers, harmlessly.
 GROUP_MOVED = {
@@ -171,9 +174,11 @@ class Projector:
             mongo_is_away,
             lambda: store.supports_transactions(self.collection),
         )
-        consumer = clients.kafka_consumer(
-            self.settings, self.settings.groups.twin, **self.consumer_overrides
-        )
+        # A batch may take minutes when the projector is far behind (the server's cost is per
+        # car written, so a batch that touches every car costs about the same whatever its
+        # size): give it room, while heartbeats (session.timeout.ms) still detect a dead one.
+        config = {"max.poll.interval.ms": MAX_POLL_INTERVAL_MS} | self.consumer_overrides
+        consumer = clients.kafka_consumer(self.settings, self.settings.groups.twin, **config)
         consumer.subscribe(
             list(self.codecs),
             on_assign=self._on_assign,
