@@ -1,18 +1,27 @@
 """Twin projector vs the MongoDB Kafka sink connector's default write pattern, same data and
-same MongoDB-wire server in the same run; plus the projector's memory as the fleet grows.
+same MongoDB-wire server in the same run; plus the projector's peak memory as the fleet grows.
 
-    .venv/bin/python bench/twin_projector.py [--cars 10000] [--readings 20] [--running]
+    .venv/bin/python bench/twin_projector.py                 # the whole benchmark, ~15 min
+    .venv/bin/python bench/twin_projector.py --quick         # a smoke run, ~2 min
 
-* projector: `twin.projector.Projector` as `fleet twin run` runs it (batch -> fold per car ->
-  one unordered bulk write of one replace per car, guarded by revision -> commit).
-* baseline: one replace-with-upsert per event (`ReplaceOne({_id: car}, event, upsert=True)`,
-  the connector's default `ReplaceOneDefaultStrategy`), sent as the connector sends them: one
-  ordered bulk write per polled batch, offsets committed after it. It keeps only the latest
-  event per car (no history, health, event-time guard or positions): it does less work.
-* memory: a real `fleet twin run` subprocess per fleet size, peak RSS sampled with psutil.
+* baseline: one replace-with-upsert per event, `ReplaceOne({_id: car}, event, upsert=True)`
+  (the connector's default `ReplaceOneDefaultStrategy` with the key as `_id`), sent as the
+  connector sends them: one ordered bulk write per poll of `--baseline-poll` records (Kafka
+  Connect's default `max.poll.records` is 500), offsets committed after the write. It keeps
+  only the latest event per car: no history, health, event-time guard or Kafka positions.
+* projector: `twin.projector.Projector` exactly as `fleet twin run` runs it, default settings
+  (adaptive poll up to `--batch` events -> fold per car -> bulk write of one replace per car,
+  guarded by revision and positions, in one transaction per chunk -> commit).
+* memory: a real `fleet twin run` subprocess per fleet size, the same number of events for
+  every size (so only the number of distinct cars grows), peak RSS sampled with psutil; done
+  when the group's committed offsets reach the end of the topic.
 
-Starts its own stack on free ports (or, with --running, uses the one FLEET_* points at).
-Figures are indicative: 2 shared cores, other work running on the machine.
+Both speed runs read the same topic from the beginning (a fleet of `--cars` cars, each sending
+`--readings` readings in turn) into their own collection of the same SecantusDB server. The
+baseline stops after `--baseline-events` (its rate is steady; the whole topic would take it
+an hour). Starts its own Kafka + SecantusDB on free ports (or, with --running, uses the stack
+FLEET_* points at) and writes bench/results/twin.json and twin.md.
+Figures are indicative: 2 shared cores; the load average is recorded with them.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -28,10 +38,12 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psutil
+from confluent_kafka import TopicPartition
 from pymongo import ReplaceOne
 
 HERE = Path(__file__).resolve().parent
@@ -49,6 +61,10 @@ from twin.projector import Projector  # noqa: E402
 FAST_GROUP = {"session.timeout.ms": "6000"}
 
 
+def load() -> float:
+    return round(os.getloadavg()[0], 1)
+
+
 def start_stack() -> tuple[Any, dict[str, str]]:
     from fleet.stack import Stack
 
@@ -61,6 +77,7 @@ def start_stack() -> tuple[Any, dict[str, str]]:
 
 
 def isolated(settings: Settings, name: str) -> Settings:
+    """Own topics, group and database, so runs never see each other's data."""
     suffix = f"{name}-{uuid.uuid4().hex[:6]}"
     topics = settings.topics.model_copy(
         update={"telemetry": f"bench.telemetry.{suffix}", "anomalies": f"bench.anomalies.{suffix}"}
@@ -113,35 +130,37 @@ def produce(settings: Settings, steps: Iterator[list[dict[str, Any]]]) -> int:
     return count
 
 
-def run_projector(settings: Settings, total: int) -> dict[str, float]:
+def run_projector(settings: Settings, total: int) -> dict[str, Any]:
+    """The projector in this process until every event is applied."""
     shutdown = Shutdown()
     projector = Projector(settings, shutdown, **FAST_GROUP)
-    result: dict[str, float] = {}
+    result: dict[str, Any] = {}
     started = time.perf_counter()
 
     def watch() -> None:
-        first = None
         while projector.applied.events + projector.applied.redelivered < total:
-            if first is None and projector.applied.events:
-                first = time.perf_counter()
             time.sleep(0.05)
-        result["seconds"] = time.perf_counter() - started
+        result["seconds"] = round(time.perf_counter() - started, 1)
         shutdown.request()
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     projector.run()
     watcher.join()
-    result["events_per_s"] = total / result["seconds"]
-    result["twins_written"] = projector.applied.cars_written
+    written = projector.applied.cars_written
+    result.update(
+        events=total,
+        events_per_s=round(total / result["seconds"]),
+        twin_writes=written,
+        events_per_write=round(total / written, 1),
+        transactions=projector.transactions,
+        last_batch_limit=projector.limit,
+    )
     return result
 
 
-def run_baseline(settings: Settings, total: int, batch: int) -> dict[str, float]:
-    """One replace-with-upsert per event, ordered bulk per poll, commit after the write.
-
-    Stops after ``total`` events (the first ones of the same data): its rate does not depend
-    on how many events follow, and the whole run would take an hour at its speed."""
+def run_baseline(settings: Settings, total: int, poll: int) -> dict[str, Any]:
+    """One replace-with-upsert per event, one ordered bulk per poll, commit after the write."""
     codec = telemetry_codec()
     collection = clients.mongo_database(settings)["twins_baseline"]
     consumer = clients.kafka_consumer(settings, f"{settings.groups.twin}-baseline", **FAST_GROUP)
@@ -149,7 +168,7 @@ def run_baseline(settings: Settings, total: int, batch: int) -> dict[str, float]
     done = 0
     started = time.perf_counter()
     while done < total:
-        messages = consumer.consume(num_messages=min(batch, total - done), timeout=1.0)
+        messages = consumer.consume(num_messages=min(poll, total - done), timeout=1.0)
         operations = []
         for message in messages:
             if message.error():
@@ -162,11 +181,41 @@ def run_baseline(settings: Settings, total: int, batch: int) -> dict[str, float]
             done += len(operations)
     seconds = time.perf_counter() - started
     consumer.close()
-    return {"events": done, "seconds": seconds, "events_per_s": done / seconds}
+    return {
+        "events": done,
+        "seconds": round(seconds, 1),
+        "events_per_s": round(done / seconds),
+        "poll": poll,
+    }
 
 
-def projector_rss(settings: Settings, env: dict[str, str], total: int) -> dict[str, float]:
-    """Peak RSS of a real `fleet twin run` while it applies ``total`` events."""
+def caught_up(settings: Settings, ends: list[TopicPartition]) -> bool:
+    """Whether the twin group has committed every partition up to its end (no group join)."""
+    probe = clients.kafka_consumer(settings, settings.groups.twin)
+    try:
+        committed = probe.committed([TopicPartition(tp.topic, tp.partition) for tp in ends], 10)
+    finally:
+        probe.close()
+    at = {(tp.topic, tp.partition): tp.offset for tp in committed}
+    return all(at[(tp.topic, tp.partition)] >= tp.offset for tp in ends)
+
+
+def topic_ends(settings: Settings) -> list[TopicPartition]:
+    consumer = clients.kafka_consumer(settings, f"bench-ends-{uuid.uuid4().hex[:6]}")
+    try:
+        metadata = consumer.list_topics(settings.topics.telemetry, timeout=10)
+        ends = []
+        for partition in metadata.topics[settings.topics.telemetry].partitions:
+            tp = TopicPartition(settings.topics.telemetry, partition)
+            _low, high = consumer.get_watermark_offsets(tp, timeout=10)
+            ends.append(TopicPartition(tp.topic, partition, high))
+        return ends
+    finally:
+        consumer.close()
+
+
+def projector_rss(settings: Settings, env: dict[str, str], total: int) -> dict[str, Any]:
+    """Peak RSS of a real `fleet twin run` (default settings) while it applies the topic."""
     child_env = (
         os.environ
         | env
@@ -175,149 +224,166 @@ def projector_rss(settings: Settings, env: dict[str, str], total: int) -> dict[s
             "FLEET_TOPICS_ANOMALIES": settings.topics.anomalies,
             "FLEET_GROUPS_TWIN": settings.groups.twin,
             "FLEET_MONGODB_DATABASE": settings.mongodb.database,
-            "FLEET_TWIN_BATCH_SIZE": str(settings.twin.batch_size),
             "FLEET_KAFKA_EXTRA": json.dumps(FAST_GROUP),
+            "FLEET_TWIN_BATCH_SIZE": str(settings.twin.batch_size),
+            "FLEET_TWIN_TRANSACTIONS": json.dumps(settings.twin.transactions),
             "FLEET_LOG_LEVEL": "WARNING",
         }
     )
+    ends = topic_ends(settings)
     fleet = Path(sys.executable).with_name("fleet")
     process = subprocess.Popen([str(fleet), "twin", "run"], env=child_env)
-    twins = clients.mongo_database(settings)[settings.twin.collection]
     peak = 0
     started = time.perf_counter()
+    last_check = 0.0
     try:
         ps = psutil.Process(process.pid)
         while True:
             peak = max(peak, ps.memory_info().rss)
-            applied = next(
-                iter(twins.aggregate([{"$group": {"_id": None, "n": {"$sum": "$revision"}}}])),
-                {"n": 0},
-            )["n"]
-            if applied >= total:
-                break
             if process.poll() is not None:
-                raise RuntimeError("fleet twin run exited early")
-            time.sleep(0.5)
+                raise RuntimeError(f"fleet twin run exited early ({process.returncode})")
+            now = time.perf_counter()
+            if now - last_check > 2:
+                last_check = now
+                if caught_up(settings, ends):
+                    break
+            time.sleep(0.2)
+        seconds = time.perf_counter() - started
     finally:
         process.terminate()
-        process.wait(60)
-    return {"peak_rss_mb": round(peak / 2**20, 1), "seconds": time.perf_counter() - started}
+        process.wait(120)
+    return {
+        "peak_rss_mb": round(peak / 2**20, 1),
+        "seconds": round(seconds, 1),
+        "events_per_s": round(total / seconds),
+        "exit_code": process.returncode,
+    }
 
 
-def memory_only(args: argparse.Namespace, env: dict[str, str]) -> None:
-    """Same number of events per run, so every run polls equally full batches: only the
-    number of distinct cars grows."""
-    base = Settings()
-    base = base.model_copy(update={"twin": base.twin.model_copy(update={"batch_size": args.batch})})
-    memory = []
-    for cars in [int(n) for n in args.memory_cars.split(",") if n]:
-        steps = max(1, args.memory_only // cars)
-        sized = isolated(base, f"mem{cars}")
-        total = produce(sized, readings(cars, steps))
-        sized = sized.model_copy(update={"twin": base.twin})
-        figures = projector_rss(sized, env, total)
-        memory.append({"cars": cars, "events": total, "batch": args.batch, **figures})
-        print(f"  memory with {cars} cars, {total} events: {figures['peak_rss_mb']} MB", flush=True)
-    results = json.loads(args.out.read_text()) if args.out.exists() else {}
-    results["memory_same_events"] = memory
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    table = [
+def git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=HERE.parent,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    base, proj = results["baseline"], results["projector"]
+    lines = [
+        f"# Twin projector benchmark ({results['date']}, commit {results['commit']})",
         "",
-        f"Same events per run ({args.memory_only}), {args.batch} events per poll:",
+        f"`{results['command']}`",
         "",
-        "| cars | events | projector peak RSS (MB) |",
-        "| ---: | ---: | ---: |",
-        *(f"| {m['cars']} | {m['events']} | {m['peak_rss_mb']} |" for m in memory),
+        f"{results['cars']} cars x {results['readings']} readings = {proj['events']} events, "
+        f"same topic, same SecantusDB, same run. Load average (1 min) before/after: "
+        f"{results['load']['before']} / {results['load']['after']} on "
+        f"{results['machine']['cpus']} cores. Indicative figures.",
+        "",
+        "| run | events | events/s | writes |",
+        "| --- | ---: | ---: | --- |",
+        f"| baseline: replace-upsert per event, ordered bulk per poll of {base['poll']} "
+        f"| {base['events']} | {base['events_per_s']} | one per event |",
+        f"| projector (`fleet twin run`, transactions={proj['transactions']}) | {proj['events']} "
+        f"| {proj['events_per_s']} | {proj['twin_writes']} twin writes, "
+        f"{proj['events_per_write']} events each |",
+        f"| ratio | | **{results['ratio']}x** | goal >= 10x |",
+        "",
+        f"Projector memory, {results['memory_events']} events per run (same for every fleet "
+        "size), same settings, a real `fleet twin run` process:",
+        "",
+        "| cars | events | peak RSS (MB) | events/s |",
+        "| ---: | ---: | ---: | ---: |",
+        *(
+            f"| {m['cars']} | {m['events']} | {m['peak_rss_mb']} | {m['events_per_s']} |"
+            for m in results["memory"]
+        ),
     ]
-    with args.out.with_suffix(".md").open("a") as md:
-        md.write("\n".join(table) + "\n")
-    print("\n".join(table))
+    return "\n".join(lines) + "\n"
+
+
+def arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cars", type=int, default=10_000)
+    parser.add_argument("--readings", type=int, default=40, help="readings per car")
+    parser.add_argument("--batch", type=int, default=None, help="projector batch_size")
+    parser.add_argument("--baseline-events", type=int, default=20_000)
+    parser.add_argument("--baseline-poll", type=int, default=500, help="records per bulk")
+    parser.add_argument("--memory-cars", default="1000,10000,100000")
+    parser.add_argument("--memory-events", type=int, default=100_000, help="events per run")
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    parser.add_argument("--running", action="store_true", help="use the stack FLEET_* names")
+    parser.add_argument(
+        "--transactions", action="store_true", help="projector: one transaction per chunk"
+    )
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "twin.json")
+    args = parser.parse_args()
+    if args.quick:
+        args.cars, args.readings, args.baseline_events = 1000, 10, 2000
+        args.memory_cars, args.memory_events = "100,1000", 2000
+    return args
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--cars", type=int, default=10_000)
-    parser.add_argument("--readings", type=int, default=20, help="readings per car")
-    parser.add_argument("--batch", type=int, default=20_000, help="events per poll (both)")
-    parser.add_argument("--memory-cars", default="1000,10000,100000")
-    parser.add_argument("--memory-readings", type=int, default=1)
-    parser.add_argument("--baseline-events", type=int, default=20_000)
-    parser.add_argument("--running", action="store_true", help="use the stack FLEET_* names")
-    parser.add_argument("--out", type=Path, default=HERE / "results" / "twin.json")
-    parser.add_argument(
-        "--memory-only",
-        type=int,
-        metavar="EVENTS",
-        default=0,
-        help="only the memory runs, each with this many events (readings = EVENTS / cars) and "
-        "--batch events per poll, added to --out as memory_same_events",
-    )
-    args = parser.parse_args()
+    args = arguments()
 
+    results: dict[str, Any] = {
+        "what": "twin projector vs one replace-with-upsert per event (the MongoDB Kafka sink "
+        "connector's default write pattern), same data, same SecantusDB, same run",
+        "command": shlex.join([".venv/bin/python", "bench/twin_projector.py", *sys.argv[1:]]),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": git_commit(),
+        "caveat": "indicative: 2 shared cores; other work may run on the machine (see load)",
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "load": {"before": load()},
+        "cars": args.cars,
+        "readings": args.readings,
+    }
     stack, env = (None, {}) if args.running else start_stack()
-    if args.memory_only:
-        try:
-            memory_only(args, env)
-        finally:
-            if stack is not None:
-                stack.down()
-        return
     try:
         base = Settings()
-        base = base.model_copy(
-            update={"twin": base.twin.model_copy(update={"batch_size": args.batch})}
+        twin: dict[str, Any] = {"transactions": args.transactions}
+        if args.batch:
+            twin["batch_size"] = args.batch
+        base = base.model_copy(update={"twin": base.twin.model_copy(update=twin)})
+        results["projector_settings"] = base.twin.model_dump(
+            include={"batch_size", "batch_seconds", "write_chunk", "history_size", "transactions"}
         )
         settings = isolated(base, "speed")
         print(f"producing {args.cars * args.readings} events for {args.cars} cars", flush=True)
         total = produce(settings, readings(args.cars, args.readings))
         print("baseline (one replace-with-upsert per event)...", flush=True)
-        baseline = run_baseline(settings, min(total, args.baseline_events), args.batch)
-        print(f"  {baseline['events_per_s']:.0f} events/s", flush=True)
+        baseline = run_baseline(settings, min(total, args.baseline_events), args.baseline_poll)
+        results["baseline"] = baseline | {"load_after": load()}
+        print(f"  {baseline['events_per_s']} events/s", flush=True)
         print("projector...", flush=True)
         projector = run_projector(settings, total)
-        print(f"  {projector['events_per_s']:.0f} events/s", flush=True)
+        results["projector"] = projector | {"load_after": load()}
+        results["ratio"] = round(projector["events_per_s"] / baseline["events_per_s"], 1)
+        print(f"  {projector['events_per_s']} events/s, {results['ratio']}x", flush=True)
 
-        memory = []
+        results["memory_events"] = args.memory_events
+        results["memory"] = []
         for cars in [int(n) for n in args.memory_cars.split(",") if n]:
             sized = isolated(base, f"mem{cars}")
-            produce(sized, readings(cars, args.memory_readings))
-            sized = sized.model_copy(update={"twin": base.twin})
-            figures = projector_rss(sized, env, cars * args.memory_readings)
-            memory.append({"cars": cars, "events": cars * args.memory_readings, **figures})
-            print(f"  memory with {cars} cars: {figures['peak_rss_mb']} MB", flush=True)
-
-        results = {
-            "what": "twin projector vs one replace-with-upsert per event (MongoDB Kafka sink "
-            "connector default), same data, same SecantusDB, same run",
-            "caveat": "indicative: 2 shared cores, other helpers' stacks running on the machine",
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-            "cars": args.cars,
-            "events": total,
-            "batch": args.batch,
-            "baseline": baseline,
-            "projector": projector,
-            "ratio": round(projector["events_per_s"] / baseline["events_per_s"], 2),
-            "memory": memory,
-        }
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
-        table = [
-            "| run | events | events/s |",
-            "| --- | ---: | ---: |",
-            f"| baseline (replace-upsert per event) | {baseline['events']} "
-            f"| {baseline['events_per_s']:.0f} |",
-            f"| projector | {total} | {projector['events_per_s']:.0f} |",
-            f"| ratio | | {results['ratio']}x |",
-            "",
-            "| cars | events | projector peak RSS (MB) |",
-            "| ---: | ---: | ---: |",
-            *(f"| {m['cars']} | {m['events']} | {m['peak_rss_mb']} |" for m in memory),
-        ]
-        args.out.with_suffix(".md").write_text("\n".join(table) + "\n")
-        print("\n".join(table))
+            steps = max(1, args.memory_events // cars)
+            events = produce(sized, readings(cars, steps))
+            figures = projector_rss(sized, env, events)
+            results["memory"].append({"cars": cars, "events": events, **figures, "load": load()})
+            print(f"  {cars} cars, {events} events: {figures['peak_rss_mb']} MB", flush=True)
+        results["load"]["after"] = load()
     finally:
         if stack is not None:
             stack.down()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(markdown(results))
+    print(markdown(results))
 
 
 if __name__ == "__main__":

@@ -137,10 +137,28 @@ class TwinSettings(BaseModel):
     collection: str = "twins"
     metrics_port: int = 0
     history_size: int = Field(50, ge=1, description="readings kept per twin for charts")
-    batch_size: int = Field(10_000, ge=1, description="events per poll, folded and written at once")
+    batch_size: int = Field(
+        200_000, ge=1, description="most events per poll, folded and written at once"
+    )
     poll_timeout: float = Field(1.0, gt=0, description="seconds to wait for a batch to fill")
+    batch_seconds: float = Field(
+        180.0,
+        gt=0,
+        description="aim for batches that take at most this long to apply: the poll size "
+        "adapts (the projector's max.poll.interval.ms is 900 s)",
+    )
     write_chunk: int = Field(
-        2000, ge=1, description="cars decoded, folded and written together (bounds memory)"
+        500,
+        ge=1,
+        description="most cars decoded, folded and written together (bounds memory: a twin "
+        "with a full history is ~120 kB in Python)",
+    )
+    transactions: bool = Field(
+        False,
+        description="write each chunk in one multi-document transaction (one journal flush "
+        "instead of one per twin; needs a replica set or mongos). Off by default: after a "
+        "kill -9 mid-write, the orphaned transaction blocks its twins until the server reaps "
+        "it (60 s)",
     )
     max_backoff: float = Field(30.0, gt=0, description="longest wait between retries (s)")
     # Desired state and commands (twin/desired.py, twin/changes.py, twin/command_service.py).

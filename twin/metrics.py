@@ -23,3 +23,4 @@ WRITE_SECONDS = Histogram("fleet_twin_write_seconds", "Read + fold + bulk write 
 CONFLICTS = Counter("fleet_twin_write_conflicts", "Twins re-folded after losing a write race")
 RETRIES = Counter("fleet_twin_retries", "Retries while MongoDB or Kafka was away", ["server"])
 LAG = Gauge("fleet_twin_lag", "Events not yet applied, per partition", ["topic", "partition"])
+BATCH_LIMIT = Gauge("fleet_twin_batch_limit", "Events asked of the next poll (adapts)")

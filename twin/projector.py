@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from pymongo.errors import ConnectionFailure, OperationFailure
 from tenacity import Retrying, retry_if_exception, wait_exponential
 
@@ -27,10 +27,24 @@ from fleet.settings import Settings
 from twin import metrics, store
 from twin.changes import ChangeEmitter, Written
 from twin.events import Envelope, Kind
-from twin.project import Applied, apply_batch, by_car, decode_messages
+from twin.project import (
+    Applied,
+    Raw,
+    apply_batch,
+    by_car,
+    chunks_by_car,
+    decode_messages,
+    poll,
+)
 
 log = get_logger("twin.projector")
 T = TypeVar("T")
+
+#: Events asked of the first poll; later polls adapt (see `next_limit`).
+INITIAL_LIMIT = 10_000
+#: How long a batch may take before Kafka hands its partitions to another member (15 min;
+#: Kafka's default is 5). `batch_seconds` keeps batches well below it.
+MAX_POLL_INTERVAL_MS = 900_000
 
 #: Commit failures that only mean "the group moved on": the next owner redelivers, harmlessly.
 GROUP_MOVED = {
@@ -46,8 +60,12 @@ GROUP_MOVED = {
 def mongo_is_away(exc: BaseException) -> bool:
     if isinstance(exc, ConnectionFailure):
         return True
-    # A primary stepping down or a server shutting down: transient as well.
-    return isinstance(exc, OperationFailure) and exc.has_error_label("RetryableWriteError")
+    # A primary stepping down or a server shutting down: transient as well; so is a
+    # transaction that met another writer's (e.g. one orphaned by a kill -9, reaped in 60 s).
+    return isinstance(exc, OperationFailure) and (
+        exc.has_error_label("RetryableWriteError")
+        or exc.has_error_label("TransientTransactionError")
+    )
 
 
 def kafka_is_away(exc: BaseException) -> bool:
@@ -62,6 +80,18 @@ def kafka_is_away(exc: BaseException) -> bool:
         KafkaError.COORDINATOR_NOT_AVAILABLE,
         KafkaError.NOT_COORDINATOR,
     }
+
+
+def next_limit(
+    limit: int, events: int, seconds: float, batch_size: int, batch_seconds: float
+) -> int:
+    """The next poll's size after a batch of ``events`` took ``seconds``: at most 4x the last,
+    no more than fits in ``batch_seconds`` at the rate just seen, within [10,000, batch_size].
+    A partial batch (caught up) says nothing about how much would fit: the size stays."""
+    if events < limit or seconds <= 0:
+        return limit
+    fits = int(events * batch_seconds / seconds)
+    return max(min(INITIAL_LIMIT, batch_size), min(4 * events, fits, batch_size))
 
 
 def codecs_for(settings: Settings) -> dict[str, tuple[Kind, Codec]]:
@@ -102,6 +132,11 @@ class Projector:
         # Twin-change events (twin/changes.py): produced after each write, confirmed before
         # the batch's offsets are committed.
         self.changes = ChangeEmitter(settings) if settings.twin.emit_changes else None
+        # Events asked of the next poll. Starts small (the first batch of a new fleet is all
+        # new twins) and adapts so a batch takes about `batch_seconds`: big batches give each
+        # car many events per write, and a batch must end well within max.poll.interval.ms.
+        self.limit = min(settings.twin.batch_size, INITIAL_LIMIT)
+        self.transactions = False
 
     # --- retries -------------------------------------------------------------------------
 
@@ -144,9 +179,17 @@ class Projector:
             mongo_is_away,
             lambda: store.ensure_indexes(self.collection),
         )
-        consumer = clients.kafka_consumer(
-            self.settings, self.settings.groups.twin, **self.consumer_overrides
+        self.transactions = twin.transactions and self._retry(
+            "probe transactions",
+            "mongodb",
+            mongo_is_away,
+            lambda: store.supports_transactions(self.collection),
         )
+        # A batch may take minutes when the projector is far behind (the server's cost is per
+        # car written, so a batch that touches every car costs about the same whatever its
+        # size): give it room, while heartbeats (session.timeout.ms) still detect a dead one.
+        config = {"max.poll.interval.ms": MAX_POLL_INTERVAL_MS} | self.consumer_overrides
+        consumer = clients.kafka_consumer(self.settings, self.settings.groups.twin, **config)
         consumer.subscribe(
             list(self.codecs),
             on_assign=self._on_assign,
@@ -158,13 +201,16 @@ class Projector:
             topics=list(self.codecs),
             collection=self.collection.name,
             group=self.settings.groups.twin,
+            transactions=self.transactions,
         )
         try:
             while not self.shutdown.requested:
-                messages = consumer.consume(num_messages=twin.batch_size, timeout=twin.poll_timeout)
-                if messages:
+                batch = poll(consumer, self.limit, twin.poll_timeout)
+                if batch:
                     try:
-                        self.process(consumer, messages)
+                        started = time.perf_counter()
+                        self.process(consumer, batch)
+                        self.adapt(len(batch), time.perf_counter() - started)
                     except (ConnectionFailure, OperationFailure, KafkaException, TimeoutError):
                         if not self.shutdown.requested:
                             raise
@@ -178,7 +224,12 @@ class Projector:
             log.info("stopped", **vars(self.applied))
         return self.applied
 
-    def process(self, consumer: Consumer, messages: Sequence[Message]) -> None:
+    def adapt(self, events: int, seconds: float) -> None:
+        twin = self.settings.twin
+        self.limit = next_limit(self.limit, events, seconds, twin.batch_size, twin.batch_seconds)
+        metrics.BATCH_LIMIT.set(self.limit)
+
+    def process(self, consumer: Consumer, messages: Sequence[Raw]) -> None:
         """Apply one polled batch, a chunk of cars at a time, then commit its offsets.
 
         Messages stay undecoded until their car's chunk comes up, so memory is bounded by the
@@ -186,17 +237,12 @@ class Projector:
         """
         metrics.BATCH_SIZE.observe(len(messages))
         started = time.perf_counter()
-        per_car: dict[bytes, list[Message]] = {}
         offsets: dict[tuple[str, int], int] = {}
         for message in messages:
-            if message.error() is None:
-                offsets[(str(message.topic()), message.partition() or 0)] = message.offset() or 0
-            per_car.setdefault(message.key() or b"", []).append(message)
-        keys = list(per_car)
+            offsets[(message.topic, message.partition)] = message.offset
         written = 0
-        chunk = self.settings.twin.write_chunk
-        for start in range(0, len(keys), chunk):
-            selected = [m for key in keys[start : start + chunk] for m in per_car[key]]
+        twin = self.settings.twin
+        for selected in chunks_by_car(messages, twin.write_chunk):
             events, _offsets = self.decode(selected)
             grouped = by_car(events)
             cars: list[Written] = []
@@ -207,8 +253,9 @@ class Projector:
                 lambda grouped=grouped, cars=cars: apply_batch(  # type: ignore[misc]
                     self.collection,
                     grouped,
-                    self.settings.twin.history_size,
+                    twin.history_size,
                     written=_cleared(cars),
+                    transaction=self.transactions,
                 ),
             )
             if self.changes is not None:
@@ -231,9 +278,7 @@ class Projector:
             )
         self.commit(consumer, offsets)
 
-    def decode(
-        self, messages: Sequence[Message]
-    ) -> tuple[list[Envelope], dict[tuple[str, int], int]]:
+    def decode(self, messages: Sequence[Raw]) -> tuple[list[Envelope], dict[tuple[str, int], int]]:
         events, offsets, undecodable = decode_messages(messages, self.codecs)
         metrics.EVENTS.labels("undecodable").inc(undecodable)
         return events, offsets

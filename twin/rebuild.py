@@ -25,7 +25,14 @@ from fleet.logs import get_logger
 from fleet.service import Shutdown
 from fleet.settings import Settings
 from twin import store
-from twin.project import Applied, apply_batch, by_car, decode_messages
+from twin.project import (
+    Applied,
+    apply_batch,
+    by_car,
+    chunks_by_car,
+    decode_messages,
+    poll,
+)
 from twin.projector import codecs_for
 
 log = get_logger("twin.rebuild")
@@ -88,6 +95,7 @@ def _replay_to(  # noqa: PLR0917
     database = clients.mongo_database(settings)
     collection = store.twins_collection(database, collection_name)
     codecs = codecs_for(settings)
+    transaction = settings.twin.transactions and store.supports_transactions(collection)
     applied = Applied()
     total = _remaining(consumer, ends, done)
     replayed = 0
@@ -96,17 +104,21 @@ def _replay_to(  # noqa: PLR0917
     while _remaining(consumer, ends, done) > 0:
         if shutdown.requested:
             raise RebuildAborted("rebuild interrupted; the live twins were left as they were")
-        messages = consumer.consume(
-            num_messages=settings.twin.batch_size, timeout=settings.twin.poll_timeout
-        )
-        events, offsets, _bad = decode_messages(messages, codecs)
+        batch = poll(consumer, settings.twin.batch_size, settings.twin.poll_timeout)
         # Events past the end noted at the start are applied too: skipping them here would
         # lose them if a running projector wrote them into the collection being replaced.
-        if events:
-            applied += apply_batch(collection, by_car(events), settings.twin.history_size)
-        for key, offset in offsets.items():
-            done[key] = max(done.get(key, -1), offset)
-        replayed += len(messages)
+        for chunk in chunks_by_car(batch, settings.twin.write_chunk):
+            events, offsets, _bad = decode_messages(chunk, codecs)
+            if events:
+                applied += apply_batch(
+                    collection,
+                    by_car(events),
+                    settings.twin.history_size,
+                    transaction=transaction,
+                )
+            for key, offset in offsets.items():
+                done[key] = max(done.get(key, -1), offset)
+        replayed += len(batch)
         if progress:
             progress(min(replayed, total), total)
     return applied, replayed

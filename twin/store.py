@@ -62,12 +62,23 @@ def load(collection: Collection[Twin], car_ids: Iterable[str]) -> dict[str, Twin
     return found
 
 
-def write(collection: Collection[Twin], changes: Mapping[str, tuple[Twin | None, Twin]]) -> int:
+def write(
+    collection: Collection[Twin],
+    changes: Mapping[str, tuple[Twin | None, Twin]],
+    transaction: bool = False,
+) -> int:
     """Write each car's new twin if its stored twin is still the one it was folded from.
 
     ``changes`` maps car id to (twin read, twin to write). One unordered bulk write (each car
     has one operation, so order does not matter). Returns how many cars lost a race: the caller
     re-reads and re-folds those (its events are then no-ops where already applied).
+
+    With ``transaction``, the bulk write runs in one multi-document transaction: the server
+    flushes its journal once for the whole chunk instead of once per twin (measured on
+    SecantusDB: the per-write flush is about a fifth of a twin write). A transaction is all or
+    nothing, so a lost insert race aborts it and every car of the chunk counts as lost; a
+    write conflict with another transaction raises (TransientTransactionError): the caller
+    backs off and retries the whole chunk.
     """
     if not changes:
         return 0
@@ -82,6 +93,8 @@ def write(collection: Collection[Twin], changes: Mapping[str, tuple[Twin | None,
                 "positions": before["positions"],
             }
             operations.append(ReplaceOne(guard, after))
+    if transaction:
+        return _write_in_transaction(collection, operations)
     try:
         result = collection.bulk_write(operations, ordered=False)
     except BulkWriteError as exc:
@@ -92,6 +105,27 @@ def write(collection: Collection[Twin], changes: Mapping[str, tuple[Twin | None,
         done = details.get("nInserted", 0) + details.get("nMatched", 0)
         return len(operations) - done
     return len(operations) - (result.inserted_count + result.matched_count)
+
+
+def _write_in_transaction(
+    collection: Collection[Twin], operations: list[InsertOne[Twin] | ReplaceOne[Twin]]
+) -> int:
+    client = collection.database.client
+    try:
+        with client.start_session() as session, session.start_transaction():
+            result = collection.bulk_write(operations, ordered=False, session=session)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(e.get("code") != DUPLICATE_KEY for e in errors):
+            raise
+        return len(operations)  # a concurrent insert: the transaction was rolled back
+    return len(operations) - (result.inserted_count + result.matched_count)
+
+
+def supports_transactions(collection: Collection[Twin]) -> bool:
+    """Multi-document transactions need a replica set member or mongos, not a standalone."""
+    hello = collection.database.client.admin.command("hello")
+    return "setName" in hello or hello.get("msg") == "isdbgrid"
 
 
 def same_version(stored: Twin | None, written: Twin) -> bool:
