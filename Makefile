@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT    := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
 
-.PHONY: setup system python kafka-jars lock test lint typecheck pytest up down clean
+.PHONY: setup system python kafka-jars lock test lint typecheck pytest up down clean demo bench
 
 setup: system python kafka-jars  ## install everything the platform and its tests need
 
@@ -55,6 +55,12 @@ up:
 
 down:
 	$(BIN)/fleet stack down
+
+demo:  ## the whole platform with a simulated fleet (Ctrl-C stops it)
+	$(BIN)/fleet demo
+
+bench:  ## every benchmark, then bench/results/report.md
+	$(BIN)/fleet bench
 
 clean: down
 	rm -rf .fleet

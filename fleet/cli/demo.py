@@ -33,6 +33,7 @@ class RichReporter(Reporter):
         self.plain_every = plain_every
         self.live: Live | None = None
         self._last_plain = 0.0
+        self._last: tuple[Snapshot, list[Child], str] | None = None
         if console.is_terminal:
             self.live = Live(console=console, refresh_per_second=2, transient=True)
             self.live.start()
@@ -41,6 +42,7 @@ class RichReporter(Reporter):
         self.console.print(message, highlight=False, markup=False, soft_wrap=True)
 
     def status(self, snapshot: Snapshot, children: list[Child], phase: str) -> None:
+        self._last = (snapshot, children, phase)
         if self.live is not None:
             self.live.update(self._panel(snapshot, children, phase))
         elif time.monotonic() - self._last_plain >= self.plain_every:
@@ -50,9 +52,13 @@ class RichReporter(Reporter):
             )
 
     def close(self) -> None:
+        """Stop the live panel, leaving its last state as one line."""
         if self.live is not None:
             self.live.stop()
             self.live = None
+            if self._last is not None:
+                line = self._line(*self._last)
+                self.console.print(line, highlight=False, markup=False, soft_wrap=True)
 
     @staticmethod
     def _line(s: Snapshot, children: list[Child], phase: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -67,3 +68,24 @@ def test_stop_terms_then_kills_and_leaves_no_descendant(tmp_path: Path) -> None:
     assert polite.exit_code == -signal.SIGTERM
     assert stubborn.exit_code == -signal.SIGKILL
     assert not [pid for pid in family if _alive(pid)]
+
+
+def test_children_die_with_a_killed_demo(tmp_path: Path) -> None:
+    parent = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from fleet.demo.supervisor import Supervisor\n"
+        f"supervisor = Supervisor(Path({str(tmp_path)!r}), {{}})\n"
+        f"child = supervisor.start('s', [sys.executable, '-c', {SLEEPER!r}])\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    demo = subprocess.Popen([PY, "-c", parent], stdout=subprocess.PIPE, text=True)
+    try:
+        assert demo.stdout is not None
+        pid = int(demo.stdout.readline())
+        assert _alive(pid)
+    finally:
+        demo.kill()  # SIGKILL: no chance to stop its children itself
+        demo.wait()
+    wait_for(lambda: not _alive(pid), 10, "the orphan to be killed by the kernel")
