@@ -298,6 +298,10 @@ class BulkMqttSink(Sink):
     def _on_connect(self, n: int, _c: Any, _u: Any, _f: Any, reason: Any, props: Any) -> None:
         if not reason.is_failure:
             with self._lock:
+                # After a reconnect, what the old connection had in flight will never be
+                # acknowledged (clean session, not resent): count it as errors now.
+                self.errors += len(self._pending[n])
+                self._pending[n].clear()
                 self._room[n] = min(getattr(props, "ReceiveMaximum", 65535), 65_000)
                 self._acked.notify_all()
 
