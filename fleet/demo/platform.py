@@ -4,7 +4,7 @@ Order of events:
 1. the local stack (servers whose connection setting is given are external and left alone),
    topics included;
 2. the services as `fleet run ...` children: bridge, twin projector, lake archiver, scorer
-   (it waits for a promoted model), and the explorer;
+   (it waits for a promoted model), command service, and the explorer;
 3. once the bridge is subscribed, the simulated fleet over MQTT (through the gateway account,
    which may publish for any car: no per-car accounts needed);
 4. once the telemetry topic holds ``train_after`` readings, `fleet ml train --promote` from
@@ -37,7 +37,7 @@ from fleet.settings import LOCALHOST, Settings
 from fleet.stack import Stack
 from fleet.stack.process import read_pidfile
 
-SERVICES = ("bridge", "twin", "lake", "scorer")
+SERVICES = ("bridge", "twin", "lake", "scorer", "commands")
 RUN_FOREVER_STEPS = 100_000_000  # the simulator's "until stopped"
 MAX_TRAININGS = 3
 MAX_BRIDGE_DOWN_S = 300.0  # Mosquitto queues meanwhile (max_queued_messages)
@@ -168,6 +168,7 @@ class Demo:
                 str(o.failure_rate),
                 "--seed",
                 str(o.seed),
+                "--obey-commands",  # so `fleet twin set ...` rolls out to the demo's cars
             ),
             service=False,
         )
