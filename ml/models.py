@@ -57,24 +57,6 @@ def reconstruction_errors(model: Any, features: FloatMatrix, batch: int = 8192) 
     return np.square(features - reconstructed).astype(np.float32)
 
 
-def error_scale(healthy_errors: FloatMatrix) -> npt.NDArray[np.float64]:
-    """Each feature's mean squared reconstruction error on healthy readings.
-
-    Dividing by it puts every feature's error in units of its own healthy error: a feature the
-    autoencoder reconstructs almost exactly on healthy cars (tire pressure, firmware) then
-    counts as much when it breaks as a noisy one (accelerometers on bumps) does.
-    """
-    return np.maximum(np.asarray(healthy_errors, np.float64).mean(axis=0), 1e-6)
-
-
-def anomaly_scores(
-    errors: FloatMatrix, scale: npt.NDArray[np.float64] | None
-) -> tuple[npt.NDArray[np.float64], FloatMatrix]:
-    """(score per reading, per-feature scaled errors): the mean of the scaled errors."""
-    scaled = errors if scale is None else (errors / scale).astype(np.float32)
-    return scaled.mean(axis=1, dtype=np.float64), scaled
-
-
 def predict(model: Any, inputs: npt.NDArray[np.float32], batch: int = 8192) -> FloatMatrix:
     """Model output in fixed-size chunks without Keras' per-call overhead of ``predict``."""
     out = [

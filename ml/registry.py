@@ -120,12 +120,11 @@ class LoadedModel:
     card: dict[str, Any]
 
     def scores(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(score per reading, per-feature errors in units of their healthy error)."""
-        from ml.models import anomaly_scores, reconstruction_errors
+        """(score per reading, per-feature errors)."""
+        from ml.models import reconstruction_errors
 
-        scale = self.card.get("error_scale")
         errors = reconstruction_errors(self.autoencoder, features)
-        return anomaly_scores(errors, None if scale is None else np.asarray(scale, np.float64))
+        return errors.mean(axis=1), errors
 
 
 def load_dir(directory: Path, name: str, version: str) -> LoadedModel:

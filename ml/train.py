@@ -25,10 +25,7 @@ from ml import features as ft
 log = get_logger("ml.train")
 
 Columns = Mapping[str, npt.NDArray[Any]]
-SCORE = (
-    "mean over normalized features of the squared reconstruction error, each divided by that "
-    "feature's mean squared error on healthy validation readings"
-)
+SCORE = "mean squared reconstruction error over normalized features"
 
 
 @dataclass
@@ -160,11 +157,8 @@ def train(
             ProgressCallback.make(config.epochs, "autoencoder", config.progress),
         ],
     )
+    val_errors = models.reconstruction_errors(ae, x[in_validation]).mean(axis=1)
     val_truth = truth[in_validation]
-    per_feature = models.reconstruction_errors(ae, x[in_validation])
-    healthy_per_feature = per_feature[~val_truth] if (~val_truth).any() else per_feature
-    scale = models.error_scale(healthy_per_feature)
-    val_errors = models.anomaly_scores(per_feature, scale)[0]
     if config.threshold_method == "f1" and labelled and val_truth.any() and (~val_truth).any():
         threshold = ev.best_f1_threshold(val_errors, val_truth)
     else:
@@ -190,7 +184,6 @@ def train(
         "code_version": code_version(),
         "files": ["autoencoder.keras", "normalization.json", "model.json"],
         "calibration": {"autoencoder": ae_calibration.quantiles.tolist()},
-        "error_scale": scale.tolist(),
     }
     (out_dir / "normalization.json").write_text(json.dumps(normalizer.to_dict(), indent=1))
 
@@ -247,9 +240,7 @@ def score_all(
     raw = ft.raw_features(columns)
     x = normalizer.apply(raw)
     out: dict[str, npt.NDArray[Any]] = {
-        "autoencoder": models.anomaly_scores(
-            models.reconstruction_errors(ae, x), np.asarray(card["error_scale"], np.float64)
-        )[0]
+        "autoencoder": models.reconstruction_errors(ae, x).mean(axis=1)
     }
     if classifier is not None:
         order = ft.car_order(columns)
