@@ -91,6 +91,38 @@ class TwinPoller(threading.Thread):
             self.stop.wait(max(0.0, POLL_INTERVAL - (time.monotonic() - started)))
 
 
+def score_latencies(settings: Settings, produced: dict[int, float], skip: int) -> np.ndarray:
+    """Reading produced -> its score produced by the scorer (the anomaly event's CreateTime),
+    for every 10th anomaly event: the scorer's share of the end-to-end latency."""
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+    from fleet.avro import anomaly_codec
+
+    topic, count = settings.topics.anomalies, settings.topics.anomalies_partitions
+    consumer = clients.kafka_consumer(settings, f"bench-latency-{uuid.uuid4().hex[:8]}")
+    codec = anomaly_codec()
+    highs = {
+        p: consumer.get_watermark_offsets(TopicPartition(topic, p), 30)[1] for p in range(count)
+    }
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(count)])
+    out: list[float] = []
+    done = {p for p, h in highs.items() if h == 0}
+    deadline = time.monotonic() + 300
+    while len(done) < count and time.monotonic() < deadline:
+        for m in consumer.consume(10_000, 1.0):
+            if m.error() is not None:
+                continue
+            offset = int(m.offset() or 0)
+            if offset + 1 >= highs[int(m.partition() or 0)]:
+                done.add(int(m.partition() or 0))
+            if offset % 10 == 0:
+                seq = codec.decode(m.value() or b"")["seq"]
+                if seq > skip:
+                    out.append(m.timestamp()[1] / 1000.0 - produced[seq])
+    consumer.close()
+    return np.asarray(out)
+
+
 def main() -> None:  # noqa: PLR0915
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rate", type=int, default=10_000, help="readings per second")
@@ -183,6 +215,7 @@ def main() -> None:  # noqa: PLR0915
                 except subprocess.TimeoutExpired:
                     proc.kill()
         load_after = os.getloadavg()
+        scored_latency = score_latencies(settings, produced, int(args.warmup / interval) + 1)
 
     skip = int(args.warmup / interval) + 1  # the warm-up step has seq 0
     counted = np.array([v for s, vs in poller.latency.items() if s > skip for v in vs])
@@ -197,12 +230,21 @@ def main() -> None:  # noqa: PLR0915
         "cars": args.cars,
         "readings_counted": len(counted),
         "readings_without_score_on_twin_after_drain": missing,
-        "p50_s": float(np.percentile(counted, 50)),
-        "p90_s": float(np.percentile(counted, 90)),
-        "p99_s": float(np.percentile(counted, 99)),
+        "p50_s": float(np.percentile(counted, 50, method="nearest")),
+        "p90_s": float(np.percentile(counted, 90, method="nearest")),
+        "p99_s": float(np.percentile(counted, 99, method="nearest")),
         "max_s": float(counted.max()),
         "seconds_measured": args.seconds,
         "goal_p99_s": 2.0,
+        "scorer_share_reading_to_score_produced": {
+            "sampled": len(scored_latency),
+            "p50_s": float(np.percentile(scored_latency, 50, method="nearest"))
+            if len(scored_latency)
+            else None,
+            "p99_s": float(np.percentile(scored_latency, 99, method="nearest"))
+            if len(scored_latency)
+            else None,
+        },
         "load_average_1_5_15_before": load_before,
         "load_average_1_5_15_after": load_after,
         "note": "produce call -> first 100 ms poll of the twins showing that reading's score or "
