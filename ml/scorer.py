@@ -7,7 +7,8 @@ offsets. The coolant-rise features need each car's previous reading: the scorer 
 car's newest coolant value between batches (in memory; after a restart a car's first reading
 is scored without it, as a car's very first reading is). A crash between delivery and commit
 re-scores that batch on restart; each event names the reading it scores (car id, seq, event
-time), so a duplicate only repeats the same fact downstream.
+time), so a duplicate is recognised as one downstream: the twin keeps a reading's first score
+(a re-score after a restart may differ slightly, lacking the previous reading's coolant).
 
 Models: the scorer follows ``settings.ml.model_name`` on the compacted models topic. At start
 it reads that topic to its end and loads the latest promoted version (waiting for one if there
