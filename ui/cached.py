@@ -21,7 +21,7 @@ Key = tuple[str, str, str]
 #: Fleet figures on the overview are at most this old (its default refresh interval).
 SUMMARY_TTL_S = 10
 #: Table counts and pages are at most this old (a filter change asks again at once).
-TABLE_TTL_S = 15
+TABLE_TTL_S = 30
 #: The number of twins changes only when cars join, and counting them is not free on every
 #: server (SecantusDB walks every document for it): reread once a minute.
 SIZE_TTL_S = 60
