@@ -21,7 +21,10 @@ Key = tuple[str, str, str]
 #: Fleet figures on the overview are at most this old (its default refresh interval).
 SUMMARY_TTL_S = 10
 #: Table counts and pages are at most this old (a filter change asks again at once).
-TABLE_TTL_S = 15
+TABLE_TTL_S = 30
+#: The number of twins changes only when cars join, and counting them is not free on every
+#: server (SecantusDB walks every document for it): reread once a minute.
+SIZE_TTL_S = 60
 
 
 def key() -> Key:
@@ -29,10 +32,17 @@ def key() -> Key:
     return (s.mongodb_uri, s.mongodb.database, s.twin.collection)
 
 
+@st.cache_data(ttl=SIZE_TTL_S, show_spinner=False)
+def fleet_size(k: Key) -> int:
+    with context.mongo_errors():
+        return context.twins().estimated_document_count()
+
+
 @st.cache_data(ttl=SUMMARY_TTL_S, max_entries=64, show_spinner=False)
 def summary(k: Key, window_s: float, _clock: datetime | None) -> FleetSummary:
+    total = fleet_size(k)
     with context.mongo_errors():
-        return twin_reads.fleet_summary(context.twins(), timedelta(seconds=window_s), _clock)
+        return twin_reads.fleet_summary(context.twins(), timedelta(seconds=window_s), _clock, total)
 
 
 def fleet_clock() -> tuple[datetime, bool]:
@@ -48,8 +58,9 @@ def fleet_clock() -> tuple[datetime, bool]:
 
 @st.cache_data(ttl=TABLE_TTL_S, max_entries=256, show_spinner=False)
 def table_count(k: Key, query: TableQuery, _clock: datetime | None) -> int:
+    total = fleet_size(k)
     with context.mongo_errors():
-        return twin_reads.table_count(context.twins(), query, _clock)
+        return twin_reads.table_count(context.twins(), query, _clock, total)
 
 
 @st.cache_data(ttl=TABLE_TTL_S, max_entries=256, show_spinner=False)

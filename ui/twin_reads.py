@@ -241,8 +241,12 @@ def health_pipeline() -> list[dict[str, Any]]:
 # --- I/O: each function is a few bounded, index-served round trips ---
 
 
-def count(twins: Twins, where: Filter) -> int:
-    return twins.count_documents(where) if where else twins.estimated_document_count()
+def count(twins: Twins, where: Filter, total: int | None = None) -> int:
+    """Twins matching ``where``; an empty filter is the collection's own count (``total`` when
+    the caller already knows it)."""
+    if where:
+        return twins.count_documents(where)
+    return total if total is not None else twins.estimated_document_count()
 
 
 @dataclass(frozen=True)
@@ -257,12 +261,16 @@ class FleetSummary:
 
 
 def fleet_summary(
-    twins: Twins, window: timedelta, clock: datetime | None, onset_limit: int = 50_000
+    twins: Twins,
+    window: timedelta,
+    clock: datetime | None,
+    total: int | None = None,
+    onset_limit: int = 50_000,
 ) -> FleetSummary:
     """Fleet-wide figures, each from the few cars it is about: the silent (a range and a null
     on `last_seen`), the anomalous (equality on the anomaly index) and those with a condition
     (one aggregation through the condition index). Reporting = all - silent."""
-    total = twins.estimated_document_count()
+    total = count(twins, {}, total)
     if clock is None:
         silent = total
     else:
@@ -290,8 +298,11 @@ def fleet_summary(
     )
 
 
-def table_count(twins: Twins, query: TableQuery, clock: datetime | None) -> int:
-    return max(0, sum(sign * count(twins, where) for sign, where in count_terms(query, clock)))
+def table_count(
+    twins: Twins, query: TableQuery, clock: datetime | None, total: int | None = None
+) -> int:
+    terms = count_terms(query, clock)
+    return max(0, sum(sign * count(twins, where, total) for sign, where in terms))
 
 
 def table_page(
