@@ -300,6 +300,7 @@ def test_fault(platform_under_test: Platform, case: Case) -> None:
         "in_lake": counts.distinct_in_lake - before.distinct_in_lake,
         "lake_events": counts.in_lake - before.in_lake,
         "dead_lettered": counts.dead_letters - before.dead_letters,
+        "late": counts.late - before.late,
         "redelivered": (counts.in_kafka - counts.distinct_in_kafka)
         - (before.in_kafka - before.distinct_in_kafka),
         "rebuild_equal": not differences,
@@ -351,6 +352,7 @@ COLUMNS = [
     ("bad_in", "bad in"),
     ("dead_lettered", "dead-lettered"),
     ("redelivered", "redelivered"),
+    ("late", "late"),
     ("recover_s", "recover (s)"),
     ("rebuild_equal", "twins = rebuild"),
 ]
