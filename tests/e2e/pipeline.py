@@ -21,7 +21,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -418,6 +418,7 @@ class Event:
     """One Kafka message: where it is and which reading it is (or scores)."""
 
     car: str
+    time: int  # event time (ms)
     seq: int
     partition: int
     offset: int
@@ -425,19 +426,54 @@ class Event:
 
 
 def reading_of(message: Message) -> Event:
-    record = telemetry_codec().decode(message.value() or b"")
-    return Event(record["car_id"], record["seq"], message.partition() or 0, message.offset() or 0)
+    r = telemetry_codec().decode(message.value() or b"")
+    where = message.partition() or 0, message.offset() or 0
+    return Event(r["car_id"], r["event_time"], r["seq"], *where)
 
 
 def score_of(message: Message) -> Event:
-    record = anomaly_codec().decode(message.value() or b"")
-    return Event(
-        record["car_id"],
-        record["seq"],
-        message.partition() or 0,
-        message.offset() or 0,
-        record["model_version"],
-    )
+    r = anomaly_codec().decode(message.value() or b"")
+    where = message.partition() or 0, message.offset() or 0
+    return Event(r["car_id"], r["event_time"], r["seq"], *where, r["model_version"])
+
+
+@dataclass
+class Expected:
+    """What the twin of one car must count, derived from Kafka alone."""
+
+    applied: int = 0  # readings newer than every reading before them
+    late_readings: int = 0  # first seen below the newest (a reordered publish)
+    late_scores: int = 0  # scores older than the newest score (re-scored after a crash)
+    duplicates: int = 0  # readings or scores seen before (redeliveries)
+
+
+def expected_counts(readings: list[Event], scores: list[Event]) -> dict[str, Expected]:
+    """Per car, in Kafka order (one car, one partition): a reading is applied if newer (event
+    time, seq) than every reading before it, a duplicate if seen before, late otherwise; a
+    score is a duplicate of the newest score, late if older, applied otherwise."""
+    out: dict[str, Expected] = defaultdict(Expected)
+    newest: dict[str, tuple[int, int]] = {}
+    seen: dict[str, set[tuple[int, int]]] = defaultdict(set)
+    for e in readings:
+        key, x = (e.time, e.seq), out[e.car]
+        if key in seen[e.car]:
+            x.duplicates += 1
+        elif e.car not in newest or key > newest[e.car]:
+            x.applied += 1
+            newest[e.car] = key
+        else:
+            x.late_readings += 1
+        seen[e.car].add(key)
+    current: dict[str, tuple[int, int, str]] = {}
+    for e in scores:
+        score, x, now = (e.time, e.seq, e.version), out[e.car], current.get(e.car)
+        if score == now:
+            x.duplicates += 1
+        elif now is not None and score[:2] < now[:2]:
+            x.late_scores += 1
+        else:
+            current[e.car] = score
+    return out
 
 
 def letter_of(message: Message) -> str:
@@ -520,7 +556,8 @@ class Counts:
     published: int  # readings the broker acknowledged (PUBACK)
     in_kafka: int  # telemetry messages, redelivered duplicates included
     distinct_in_kafka: int
-    on_twins: int  # readings counted on the twins (readings_applied, summed)
+    on_twins: int  # readings counted on the twins: applied, or late (a newer one came first)
+    late: int  # readings that reached Kafka after a newer one of their car
     in_lake: int  # telemetry rows in the lake
     distinct_in_lake: int
     scored: int  # distinct readings with a score in Kafka
@@ -594,7 +631,8 @@ class Ledger:
         distinct = {(e.car, e.seq) for e in readings}
         problems = check_kafka(cars, acked, distinct)
         twins = twins_of(self.settings)
-        problems += check_twins(twins, readings, scores, model_version)
+        on_twins, found = check_twins(twins, readings, scores, model_version)
+        problems += found
         scored = {(e.car, e.seq) for e in scores}
         if model_version is not None:
             if scored != distinct:
@@ -619,7 +657,8 @@ class Ledger:
             published=len(acked),
             in_kafka=len(readings),
             distinct_in_kafka=len(distinct),
-            on_twins=sum(t["counters"]["readings_applied"] for t in twins.values()),
+            on_twins=on_twins,
+            late=late_readings(readings),
             in_lake=lake.height,
             distinct_in_lake=lake.select("car_id", "seq").n_unique(),
             scored=len(scored),
@@ -657,28 +696,38 @@ def check_twins(
     readings: list[Event],
     scores: list[Event],
     model_version: str | None,
-) -> list[str]:
+) -> tuple[int, list[str]]:
     """Every Kafka event applied to its twin exactly once (revision = the car's events), each
-    distinct reading counted once, and the score of the newest reading by the promoted model.
-    (``late_skipped`` may count a re-scored reading: a score older than the newest one.)"""
+    distinct reading counted once (applied, or late when a newer one came first), duplicates
+    skipped, and the score of the newest reading by the promoted model.
+
+    Returns the readings counted on the twins (applied + late) and the problems found."""
     problems = []
     per_car_events = Counter(e.car for e in readings) + Counter(e.car for e in scores)
-    per_car_readings = Counter(car for car, _seq in {(e.car, e.seq) for e in readings})
-    if set(twins) != set(per_car_readings):
-        problems.append(f"{len(twins)} twins for {len(per_car_readings)} cars in Kafka")
+    expected = expected_counts(readings, scores)
+    if set(twins) != {e.car for e in readings}:
+        problems.append(f"{len(twins)} twins for {len(expected)} cars in Kafka")
+    counted = 0
     for car, twin in twins.items():
-        applied = twin["counters"]["readings_applied"]
+        c, x = twin["counters"], expected[car]
+        counted += c["readings_applied"] + c["late_skipped"] - x.late_scores
         if twin["revision"] != per_car_events[car]:
             problems.append(f"{car}: revision {twin['revision']} != {per_car_events[car]} events")
-        if applied != per_car_readings[car]:
-            problems.append(f"{car}: {applied} readings applied != {per_car_readings[car]}")
+        got = (c["readings_applied"], c["late_skipped"], c["duplicates_skipped"])
+        want = (x.applied, x.late_readings + x.late_scores, x.duplicates)
+        if got != want:
+            problems.append(f"{car}: (applied, late, duplicates) {got} != {want} from Kafka")
         if model_version is not None:
             anomaly = twin["anomaly"] or {}
             if anomaly.get("model_version") != model_version:
                 problems.append(f"{car}: score by {anomaly.get('model_version')}")
             if anomaly.get("seq") != twin["last_reading"]["seq"]:
                 problems.append(f"{car}: score of seq {anomaly.get('seq')}, not the newest")
-    return problems
+    return counted, problems
+
+
+def late_readings(readings: list[Event]) -> int:
+    return sum(x.late_readings for x in expected_counts(readings, []).values())
 
 
 def check_lake(dataset: str, frame: pl.DataFrame, events: list[Event]) -> list[str]:
