@@ -59,7 +59,7 @@ SORTS: dict[str, list[tuple[str, int]]] = {
 }
 
 #: The parts a list needs (history is large and only the detail view shows it).
-SUMMARY = {"history": False}
+SUMMARY = {"history": False, "anomaly_history": False}  # lists stay one line per car
 
 
 def list_twins(
