@@ -12,7 +12,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 from google.cloud import storage
-from paho.mqtt.client import CallbackAPIVersion
+from paho.mqtt.client import CallbackAPIVersion, MQTTv5
 from paho.mqtt.client import Client as MqttClient
 from pymongo import MongoClient
 from pymongo.database import Database
@@ -113,3 +113,14 @@ def mqtt_client(
     if settings.mqtt.tls:
         client.tls_set()
     return client
+
+
+def gateway_mqtt_client(settings: Settings, client_id: str) -> MqttClient:
+    """An MQTT 5 client on the gateway account (the simulator's: may act for any car)."""
+    return mqtt_client(
+        settings,
+        client_id=client_id,
+        username=settings.mqtt.gateway_username,
+        password=settings.mqtt.gateway_password.get_secret_value(),
+        protocol=MQTTv5,
+    )

@@ -82,3 +82,17 @@ DESIRED_PROPERTIES: Final[dict[str, str]] = {
 
 #: MQTT topic prefix of commands to cars: a car reads `vehicles/commands/<its id>` only (ACL).
 COMMAND_TOPIC_PREFIX: Final = "vehicles/commands/"
+
+
+def sensor_runs() -> list[tuple[str, list[str]]]:
+    """SENSORS in schema order as runs: consecutive float sensors form one ("f", names) run,
+    each int sensor is its own ("i", [name]) run (for bulk Avro codecs: doubles are fixed-width,
+    ints are varints)."""
+    runs: list[tuple[str, list[str]]] = []
+    for name in SENSORS:
+        kind = "f" if SENSOR_TYPES[name] is float else "i"
+        if kind == "f" and runs and runs[-1][0] == "f":
+            runs[-1][1].append(name)
+        else:
+            runs.append((kind, [name]))
+    return runs

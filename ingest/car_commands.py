@@ -143,13 +143,7 @@ class CarCommands:
 
     def connect(self, settings: Settings) -> None:
         """Hear every car's commands through the gateway account (QoS 1)."""
-        client = clients.mqtt_client(
-            settings,
-            client_id=f"fleet-sim-commands-{uuid.uuid4().hex[:6]}",
-            username=settings.mqtt.gateway_username,
-            password=settings.mqtt.gateway_password.get_secret_value(),
-            protocol=mqtt.MQTTv5,
-        )
+        client = clients.gateway_mqtt_client(settings, f"fleet-sim-commands-{uuid.uuid4().hex[:6]}")
         subscribed = threading.Event()
         topic = COMMAND_TOPIC_PREFIX + "+"
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from fleet.avro import Codec, telemetry_codec, zigzag_varint
-from fleet.contract import SENSOR_TYPES, SENSORS
+from fleet.contract import SENSORS, sensor_runs
 from ingest.simulator import ReadingBatch
 
 
@@ -55,14 +55,7 @@ class BatchEncoder:
         if names != expected:  # the layout below is this schema's
             raise ValueError(f"unexpected telemetry schema fields {names}")
         self.header = codec.header
-        # Consecutive float sensors form one block; each int sensor is its own piece.
-        self.pieces: list[tuple[str, list[str]]] = []
-        for name in SENSORS:
-            kind = "f" if SENSOR_TYPES[name] is float else "i"
-            if kind == "f" and self.pieces and self.pieces[-1][0] == "f":
-                self.pieces[-1][1].append(name)
-            else:
-                self.pieces.append((kind, [name]))
+        self.pieces = sensor_runs()  # float runs gathered as one block; ints one by one
         self._cars: dict[str, bytes] = {}
         self._ints: dict[int, bytes] = {}
         self._labels: dict[int, bytes] = {}

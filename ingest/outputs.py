@@ -156,13 +156,7 @@ class MqttSink(Sink):
         self.clients: list[mqtt.Client] = []
         run = uuid.uuid4().hex[:6]
         for n in range(connections):
-            client = clients.mqtt_client(
-                settings,
-                client_id=f"fleet-sim-{run}-{n}",
-                username=settings.mqtt.gateway_username,
-                password=settings.mqtt.gateway_password.get_secret_value(),
-                protocol=mqtt.MQTTv5,
-            )
+            client = clients.gateway_mqtt_client(settings, f"fleet-sim-{run}-{n}")
             client.max_inflight_messages_set(1000)
             client.max_queued_messages_set(0)
             client.on_publish = self._on_publish
@@ -278,13 +272,7 @@ class BulkMqttSink(Sink):
         self._room: list[int] = []  # per connection: the broker's Receive Maximum
         run = uuid.uuid4().hex[:6]
         for n in range(connections):
-            client = clients.mqtt_client(
-                settings,
-                client_id=f"fleet-sim-{run}-{n}",
-                username=settings.mqtt.gateway_username,
-                password=settings.mqtt.gateway_password.get_secret_value(),
-                protocol=mqtt.MQTTv5,
-            )
+            client = clients.gateway_mqtt_client(settings, f"fleet-sim-{run}-{n}")
             self._pending.append({})
             self._next_mid.append(1)
             self._room.append(0)

@@ -35,7 +35,7 @@ from fleet.avro import (
     telemetry_codec,
     zigzag_varint,
 )
-from fleet.contract import SENSOR_TYPES, SENSORS
+from fleet.contract import SENSORS, sensor_runs
 
 U8 = npt.NDArray[np.uint8]
 I64 = npt.NDArray[np.int64]
@@ -118,14 +118,7 @@ class TelemetryBatchDecoder:
         self.codec = codec or telemetry_codec()
         _check_layout(self.codec, TELEMETRY_FIELDS)
         self.header = np.frombuffer(self.codec.header, np.uint8)
-        # Runs of consecutive float sensors are gathered as one block; ints one by one.
-        self.pieces: list[tuple[str, list[str]]] = []
-        for name in SENSORS:
-            kind = "f" if SENSOR_TYPES[name] is float else "i"
-            if kind == "f" and self.pieces and self.pieces[-1][0] == "f":
-                self.pieces[-1][1].append(name)
-            else:
-                self.pieces.append((kind, [name]))
+        self.pieces = sensor_runs()  # float runs gathered as one block; ints one by one
         self._cars: dict[bytes, str] = {}
         self._labels: dict[bytes, tuple[bool | None, tuple[str, ...] | None]] = {}
 
