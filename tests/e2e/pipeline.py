@@ -45,6 +45,35 @@ from tests.ingest.helpers import valid_sensors
 from twin import store
 
 FLEET = Path(sys.executable).with_name("fleet")
+#: A small model from Kafka: enough to score, quick to train.
+TRAIN_OPTIONS = [
+    "--source",
+    "kafka",
+    "--epochs",
+    "3",
+    "--supervised-epochs",
+    "0",
+    "--eval-cars",
+    "0",
+]
+
+
+def train_and_promote(env: dict[str, str], model_name: str) -> str:
+    """`fleet ml train --promote` from Kafka as a real process; the promoted version."""
+    trained = subprocess.run(
+        [str(FLEET), "ml", "train", *TRAIN_OPTIONS, "--promote"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+        check=False,
+    )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    version = trained.stdout.strip().splitlines()[-1]
+    assert f"promoted {model_name} {version}" in trained.stderr
+    return version
+
+
 T = TypeVar("T")
 
 

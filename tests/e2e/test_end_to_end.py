@@ -29,6 +29,7 @@ from tests.e2e.pipeline import (
     bad_inputs,
     rebuild_differences,
     service_env,
+    train_and_promote,
     twins_of,
 )
 from tests.ingest.helpers import Publisher
@@ -38,8 +39,6 @@ pytestmark = pytest.mark.integration
 CARS, FIRST_CAR = 30, 9001
 STEPS_BEFORE_TRAINING, STEPS_AFTER = 25, 5
 #: A small model from Kafka: a few epochs, no supervised model, no held-out evaluation.
-TRAIN_OPTIONS = ["--source", "kafka", "--epochs", "3", "--supervised-epochs", "0"]
-TRAIN_OPTIONS += ["--eval-cars", "0"]
 
 
 def e2e_settings(fresh_settings: Settings) -> Settings:
@@ -122,17 +121,7 @@ def test_mqtt_in_twins_lake_scores_and_explorer_out_and_every_count_reconciles(
 
         # A model trained from Kafka (tensorflow-io), registered and promoted; the scorer,
         # waiting for one, then scores the whole stream with it.
-        trained = subprocess.run(
-            [str(FLEET), "ml", "train", *TRAIN_OPTIONS, "--promote"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=400,
-            check=False,
-        )
-        assert trained.returncode == 0, trained.stderr[-3000:]
-        version = trained.stdout.strip().splitlines()[-1]
-        assert f"promoted {settings.ml.model_name} {version}" in trained.stderr
+        version = train_and_promote(env, settings.ml.model_name)
         running["scorer"].wait_logged("model loaded", 180)
 
         for _ in range(STEPS_AFTER):  # readings that arrive after the promotion

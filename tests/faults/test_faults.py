@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -48,7 +47,6 @@ from fleet.stack.ports import free_port, private_stack_environment
 from fleet.stack.process import read_pidfile
 from fleet.waiting import wait_for
 from tests.e2e.pipeline import (
-    FLEET,
     Cars,
     Counts,
     Gateway,
@@ -60,8 +58,8 @@ from tests.e2e.pipeline import (
     environment,
     rebuild_differences,
     service_env,
+    train_and_promote,
 )
-from tests.e2e.test_end_to_end import TRAIN_OPTIONS
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
@@ -119,19 +117,6 @@ def private_settings(home: Path) -> tuple[Settings, dict[str, str]]:
     return settings, stack_env
 
 
-def train_and_promote(env: dict[str, str]) -> str:
-    trained = subprocess.run(
-        [str(FLEET), "ml", "train", *TRAIN_OPTIONS, "--promote"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=400,
-        check=False,
-    )
-    assert trained.returncode == 0, trained.stderr[-3000:]
-    return trained.stdout.strip().splitlines()[-1]
-
-
 @pytest.fixture(scope="module")
 def platform_under_test(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     home = tmp_path_factory.mktemp("fault-stack")
@@ -167,7 +152,7 @@ def platform_under_test(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pl
         wait_for(cars.all_answered, 60, "PUBACKs")
         acked = cars.acked()
         wait_for(lambda: acked <= ledger.in_kafka(), 60, "the first readings in Kafka")
-        version = train_and_promote(env)
+        version = train_and_promote(env, settings.ml.model_name)
         services["scorer"].wait_logged("model loaded", 180)
         ledger.wait_quiet(cars, gateway, port, DEADLINE)
         counts = ledger.reconcile(cars, gateway, version)
