@@ -153,6 +153,12 @@ class TwinSettings(BaseModel):
         description="most cars decoded, folded and written together (bounds memory: a twin "
         "with a full history is ~120 kB in Python)",
     )
+    cache_mb: int = Field(
+        256,
+        ge=0,
+        description="MB of the twins written last kept in memory (encoded), so batches need "
+        "not read them back; every write is guarded, so a stale copy is only a re-read. 0: off",
+    )
     transactions: bool = Field(
         False,
         description="write each chunk in one multi-document transaction (one journal flush "

@@ -24,3 +24,9 @@ CONFLICTS = Counter("fleet_twin_write_conflicts", "Twins re-folded after losing 
 RETRIES = Counter("fleet_twin_retries", "Retries while MongoDB or Kafka was away", ["server"])
 LAG = Gauge("fleet_twin_lag", "Events not yet applied, per partition", ["topic", "partition"])
 BATCH_LIMIT = Gauge("fleet_twin_batch_limit", "Events asked of the next poll (adapts)")
+CACHE_READS = Counter(
+    "fleet_twin_cache_reads",
+    "Twins asked of the projector's cache",
+    ["outcome"],  # hit, miss
+)
+CACHE_BYTES = Gauge("fleet_twin_cache_bytes", "Bytes of encoded twins in the projector's cache")

@@ -17,6 +17,7 @@ from pymongo.collection import Collection
 from fleet.avro import AvroDecodeError, Codec
 from fleet.logs import get_logger
 from twin import store
+from twin.cache import TwinCache
 from twin.changes import Written
 from twin.events import Envelope, Kind
 from twin.fold import Twin, fold
@@ -164,6 +165,7 @@ def apply_batch(
     max_rounds: int = 10,
     written: list[Written] | None = None,
     transaction: bool = False,
+    cache: TwinCache | None = None,
 ) -> Applied:
     """Fold each car's events into its twin and write all twins in one unordered bulk write.
 
@@ -172,11 +174,12 @@ def apply_batch(
 
     ``written``, if given, receives every car whose twin this call wrote, and every car whose
     events were all applied before (redelivered: its stored twin), for twin-change events.
+    ``cache``, if given, is where twins are read first and written twins are remembered.
     """
     total = Applied()
     pending = events_by_car
     for _ in range(max_rounds):
-        current = store.load(collection, pending)
+        current = store.load(collection, pending, cache)
         changes: dict[str, tuple[Twin | None, Twin]] = {}
         replayed: set[str] = set()
         round_stats = Applied()
@@ -198,6 +201,7 @@ def apply_batch(
         if lost == 0:
             total += round_stats
             _report(written, changes, replayed, set())
+            _remember(cache, changes, set())
             return total
         # Some writes lost a race and the bulk result does not say which: look, and fold the
         # losers again from what is stored now (their applied events are no-ops there).
@@ -217,10 +221,23 @@ def apply_batch(
             round_stats.redelivered -= result.redelivered
         total += round_stats
         _report(written, changes, replayed, losers)
+        _remember(cache, changes, losers)
         pending = {car_id: pending[car_id] for car_id in losers}
         if not pending:
             return total
     raise RuntimeError(f"twins kept changing under us for {max_rounds} rounds")
+
+
+def _remember(
+    cache: TwinCache | None, changes: dict[str, tuple[Twin | None, Twin]], losers: set[str]
+) -> None:
+    """The written twins are the stored ones now; the losers' stored twins are someone else's."""
+    if cache is None:
+        return
+    cache.discard(losers)
+    for car_id, (_before, after) in changes.items():
+        if car_id not in losers:
+            cache.put(after)
 
 
 def _report(

@@ -25,6 +25,7 @@ from fleet.logs import get_logger
 from fleet.service import Shutdown
 from fleet.settings import Settings
 from twin import metrics, store
+from twin.cache import TwinCache
 from twin.changes import ChangeEmitter, Written
 from twin.events import Envelope, Kind
 from twin.project import (
@@ -137,6 +138,7 @@ class Projector:
         # car many events per write, and a batch must end well within max.poll.interval.ms.
         self.limit = min(settings.twin.batch_size, INITIAL_LIMIT)
         self.transactions = False
+        self.cache = TwinCache(settings.twin.cache_mb * 2**20, self.collection.codec_options)
 
     # --- retries -------------------------------------------------------------------------
 
@@ -256,6 +258,7 @@ class Projector:
                     twin.history_size,
                     written=_cleared(cars),
                     transaction=self.transactions,
+                    cache=self.cache,
                 ),
             )
             if self.changes is not None:
@@ -267,6 +270,10 @@ class Projector:
             metrics.EVENTS.labels("redelivered").inc(applied.redelivered)
             metrics.CONFLICTS.inc(applied.conflicts)
             self.applied += applied
+        metrics.CACHE_READS.labels("hit").inc(self.cache.hits)
+        metrics.CACHE_READS.labels("miss").inc(self.cache.misses)
+        self.cache.hits = self.cache.misses = 0
+        metrics.CACHE_BYTES.set(self.cache.bytes)
         metrics.WRITE_SECONDS.observe(time.perf_counter() - started)
         metrics.BATCH_CARS.observe(written)
         if self.changes is not None:
@@ -307,6 +314,9 @@ class Projector:
     # --- partitions and lag ----------------------------------------------------------------
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Cars may have been written elsewhere while their partitions were not ours: safe
+        # anyway (guarded writes), but a stale copy costs a failed write and a re-read.
+        self.cache.clear()
         self._assigned.update((tp.topic, tp.partition) for tp in partitions)
         log.info("assigned", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions])
 
