@@ -154,7 +154,7 @@ def run_projector(settings: Settings, total: int) -> dict[str, Any]:
         twin_writes=written,
         events_per_write=round(total / written, 1),
         transactions=projector.transactions,
-        last_batch_limit=projector.limit,
+        seconds_per_twin=round(projector.sizer.seconds_per_twin, 4),
     )
     return result
 

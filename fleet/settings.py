@@ -138,13 +138,17 @@ class TwinSettings(BaseModel):
     metrics_port: int = 0
     history_size: int = Field(50, ge=1, description="readings kept per twin for charts")
     batch_size: int = Field(
-        200_000, ge=1, description="most events per poll, folded and written at once"
+        500_000,
+        ge=1,
+        description="most events per batch (memory: ~350 bytes each while undecoded)",
     )
-    poll_timeout: float = Field(1.0, gt=0, description="seconds to wait for a batch to fill")
+    poll_timeout: float = Field(
+        1.0, gt=0, description="seconds to wait for the first event of a batch"
+    )
     batch_seconds: float = Field(
         180.0,
         gt=0,
-        description="aim for batches that take at most this long to apply: the poll size "
+        description="aim for batches that take at most this long to apply: the cars per batch "
         "adapts (the projector's max.poll.interval.ms is 900 s)",
     )
     write_chunk: int = Field(
@@ -152,6 +156,12 @@ class TwinSettings(BaseModel):
         ge=1,
         description="most cars decoded, folded and written together (bounds memory: a twin "
         "with a full history is ~120 kB in Python)",
+    )
+    chunks_in_flight: int = Field(
+        2,
+        ge=1,
+        description="chunks of cars applied at once: one is folded here while the server "
+        "writes another (1: one after the other)",
     )
     cache_mb: int = Field(
         256,

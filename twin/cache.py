@@ -14,6 +14,7 @@ first out, within a byte budget: memory stays bounded whatever the size of the f
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 
@@ -33,23 +34,28 @@ class TwinCache:
         self.bytes = 0
         self.hits = 0
         self.misses = 0
+        self._lock = threading.Lock()  # the projector applies chunks of cars in threads
 
     def __len__(self) -> int:
         return len(self._twins)
 
     def get(self, car_ids: Iterable[str]) -> tuple[dict[str, Twin], list[str]]:
         """(the twins known here, decoded afresh; the cars to read from the server)."""
-        found: dict[str, Twin] = {}
+        hits: dict[str, bytes] = {}
         missing: list[str] = []
-        for car_id in car_ids:
-            encoded = self._twins.get(car_id)
-            if encoded is None:
-                missing.append(car_id)
-                continue
-            self._twins.move_to_end(car_id)
-            found[car_id] = bson.decode(encoded, codec_options=self.codec_options)
-        self.hits += len(found)
-        self.misses += len(missing)
+        with self._lock:
+            for car_id in car_ids:
+                encoded = self._twins.get(car_id)
+                if encoded is None:
+                    missing.append(car_id)
+                    continue
+                self._twins.move_to_end(car_id)
+                hits[car_id] = encoded
+            self.hits += len(hits)
+            self.misses += len(missing)
+        found = {
+            car: bson.decode(value, codec_options=self.codec_options) for car, value in hits.items()
+        }
         return found, missing
 
     def put(self, twin: Twin) -> None:
@@ -57,23 +63,36 @@ class TwinCache:
         if self.max_bytes <= 0:
             return
         car_id = twin["_id"]
-        self.discard([car_id])
         encoded = bson.encode(twin, codec_options=self.codec_options)
-        if len(encoded) > self.max_bytes:
-            return
-        self._twins[car_id] = encoded
-        self.bytes += len(encoded)
-        while self.bytes > self.max_bytes:
-            _oldest, dropped = self._twins.popitem(last=False)
-            self.bytes -= len(dropped)
+        with self._lock:
+            self._forget(car_id)
+            if len(encoded) > self.max_bytes:
+                return
+            self._twins[car_id] = encoded
+            self.bytes += len(encoded)
+            while self.bytes > self.max_bytes:
+                _oldest, dropped = self._twins.popitem(last=False)
+                self.bytes -= len(dropped)
 
     def discard(self, car_ids: Iterable[str]) -> None:
         """Forget these cars (their stored twin may differ from ours)."""
-        for car_id in car_ids:
-            encoded = self._twins.pop(car_id, None)
-            if encoded is not None:
-                self.bytes -= len(encoded)
+        with self._lock:
+            for car_id in car_ids:
+                self._forget(car_id)
 
     def clear(self) -> None:
-        self._twins.clear()
-        self.bytes = 0
+        with self._lock:
+            self._twins.clear()
+            self.bytes = 0
+
+    def take_counts(self) -> tuple[int, int]:
+        """(hits, misses) since the last call."""
+        with self._lock:
+            counts = self.hits, self.misses
+            self.hits = self.misses = 0
+        return counts
+
+    def _forget(self, car_id: str) -> None:
+        encoded = self._twins.pop(car_id, None)
+        if encoded is not None:
+            self.bytes -= len(encoded)

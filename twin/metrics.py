@@ -23,7 +23,7 @@ WRITE_SECONDS = Histogram("fleet_twin_write_seconds", "Read + fold + bulk write 
 CONFLICTS = Counter("fleet_twin_write_conflicts", "Twins re-folded after losing a write race")
 RETRIES = Counter("fleet_twin_retries", "Retries while MongoDB or Kafka was away", ["server"])
 LAG = Gauge("fleet_twin_lag", "Events not yet applied, per partition", ["topic", "partition"])
-BATCH_LIMIT = Gauge("fleet_twin_batch_limit", "Events asked of the next poll (adapts)")
+BATCH_MAX_CARS = Gauge("fleet_twin_batch_max_cars", "Most cars in the next batch (adapts)")
 CACHE_READS = Counter(
     "fleet_twin_cache_reads",
     "Twins asked of the projector's cache",

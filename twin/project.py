@@ -5,7 +5,6 @@ Shared by the projector service, the rebuild and the benchmark.
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -61,21 +60,33 @@ def compact(messages: Iterable[Message], into: list[Raw]) -> None:
 
 #: Messages asked of librdkafka at a time while a batch fills.
 POLL_PIECE = 10_000
+#: How long a piece may take to fill once a batch has begun: more than the time between two
+#: fetch responses when catching up, far less than a live stream takes to fill a piece.
+PIECE_WAIT = 0.25
 
 
-def poll(consumer: Consumer, limit: int, timeout: float) -> list[Raw]:
-    """Up to ``limit`` messages, waiting at most ``timeout`` seconds for them (a batch ends by
-    count or by time), made Raw piece by piece so librdkafka's buffers are freed as we go."""
+def poll(consumer: Consumer, limit: int, timeout: float, max_cars: int | None = None) -> list[Raw]:
+    """What is waiting in Kafka, up to ``limit`` messages of about ``max_cars`` cars (checked
+    between pieces); waits at most ``timeout`` seconds for the first message.
+
+    A batch takes what is there and ends when a piece comes back short (caught up): a live
+    stream is applied as it comes, a backlog in batches as big as the limits allow. Messages
+    are made Raw piece by piece, so librdkafka's buffers are freed as we go.
+    """
     batch: list[Raw] = []
-    deadline = time.monotonic() + timeout
-    while len(batch) < limit:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        messages = consumer.consume(num_messages=min(POLL_PIECE, limit - len(batch)), timeout=left)
-        if not messages:
-            break
+    first = consumer.consume(num_messages=1, timeout=timeout)
+    if not first:
+        return batch
+    compact(first, batch)
+    cars = {raw.key for raw in batch}
+    while len(batch) < limit and (max_cars is None or len(cars) < max_cars):
+        wanted = min(POLL_PIECE, limit - len(batch))
+        messages = consumer.consume(num_messages=wanted, timeout=PIECE_WAIT)
+        start = len(batch)
         compact(messages, batch)
+        cars.update(raw.key for raw in batch[start:])
+        if len(messages) < wanted:
+            break
     return batch
 
 

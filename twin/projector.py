@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -41,8 +44,6 @@ from twin.project import (
 log = get_logger("twin.projector")
 T = TypeVar("T")
 
-#: Events asked of the first poll; later polls adapt (see `next_limit`).
-INITIAL_LIMIT = 10_000
 #: How long a batch may take before Kafka hands its partitions to another member (15 min;
 #: Kafka's default is 5). `batch_seconds` keeps batches well below it.
 MAX_POLL_INTERVAL_MS = 900_000
@@ -83,16 +84,31 @@ def kafka_is_away(exc: BaseException) -> bool:
     }
 
 
-def next_limit(
-    limit: int, events: int, seconds: float, batch_size: int, batch_seconds: float
-) -> int:
-    """The next poll's size after a batch of ``events`` took ``seconds``: at most 4x the last,
-    no more than fits in ``batch_seconds`` at the rate just seen, within [10,000, batch_size].
-    A partial batch (caught up) says nothing about how much would fit: the size stays."""
-    if events < limit or seconds <= 0:
-        return limit
-    fits = int(events * batch_seconds / seconds)
-    return max(min(INITIAL_LIMIT, batch_size), min(4 * events, fits, batch_size))
+#: Seconds per twin assumed until a batch has been measured: the slow side of what one twin's
+#: read, fold and write cost on a MongoDB-wire server (SecantusDB: 2-8 ms; MongoDB: far less).
+FIRST_SECONDS_PER_TWIN = 0.01
+
+
+@dataclass
+class BatchSizer:
+    """How many cars the next batch may touch so that it takes about ``batch_seconds``.
+
+    A batch costs one read and one write per car, whatever its number of events (each event
+    costs microseconds to decode and fold): so batches are bounded by distinct cars, at the
+    seconds per twin measured on the batches so far, and by ``batch_size`` events (memory).
+    The more events a car has in a batch, the fewer writes per event: a projector that is
+    behind catches up in big batches."""
+
+    batch_seconds: float
+    seconds_per_twin: float = FIRST_SECONDS_PER_TWIN
+
+    def max_cars(self) -> int:
+        return max(1, int(self.batch_seconds / self.seconds_per_twin))
+
+    def observe(self, twins: int, seconds: float) -> None:
+        if twins < 10 or seconds <= 0:
+            return  # too small a batch to say anything
+        self.seconds_per_twin = (self.seconds_per_twin + seconds / twins) / 2
 
 
 def codecs_for(settings: Settings) -> dict[str, tuple[Kind, Codec]]:
@@ -133,10 +149,9 @@ class Projector:
         # Twin-change events (twin/changes.py): produced after each write, confirmed before
         # the batch's offsets are committed.
         self.changes = ChangeEmitter(settings) if settings.twin.emit_changes else None
-        # Events asked of the next poll. Starts small (the first batch of a new fleet is all
-        # new twins) and adapts so a batch takes about `batch_seconds`: big batches give each
-        # car many events per write, and a batch must end well within max.poll.interval.ms.
-        self.limit = min(settings.twin.batch_size, INITIAL_LIMIT)
+        # Cars per batch: as many as fit in `batch_seconds` (big batches give each car many
+        # events per write; a batch must end well within max.poll.interval.ms).
+        self.sizer = BatchSizer(settings.twin.batch_seconds)
         self.transactions = False
         self.cache = TwinCache(settings.twin.cache_mb * 2**20, self.collection.codec_options)
 
@@ -207,12 +222,14 @@ class Projector:
         )
         try:
             while not self.shutdown.requested:
-                batch = poll(consumer, self.limit, twin.poll_timeout)
+                max_cars = self.sizer.max_cars()
+                metrics.BATCH_MAX_CARS.set(max_cars)
+                batch = poll(consumer, twin.batch_size, twin.poll_timeout, max_cars)
                 if batch:
                     try:
                         started = time.perf_counter()
-                        self.process(consumer, batch)
-                        self.adapt(len(batch), time.perf_counter() - started)
+                        written = self.process(consumer, batch)
+                        self.sizer.observe(written, time.perf_counter() - started)
                     except (ConnectionFailure, OperationFailure, KafkaException, TimeoutError):
                         if not self.shutdown.requested:
                             raise
@@ -226,56 +243,49 @@ class Projector:
             log.info("stopped", **vars(self.applied))
         return self.applied
 
-    def adapt(self, events: int, seconds: float) -> None:
-        twin = self.settings.twin
-        self.limit = next_limit(self.limit, events, seconds, twin.batch_size, twin.batch_seconds)
-        metrics.BATCH_LIMIT.set(self.limit)
-
-    def process(self, consumer: Consumer, messages: Sequence[Raw]) -> None:
+    def process(self, consumer: Consumer, messages: Sequence[Raw]) -> int:
         """Apply one polled batch, a chunk of cars at a time, then commit its offsets.
+        Returns the number of twins written.
 
         Messages stay undecoded until their car's chunk comes up, so memory is bounded by the
-        batch's bytes and one chunk of twins, not by the size of the fleet.
+        batch's bytes and a few chunks of twins, not by the size of the fleet. Chunks hold
+        disjoint cars, so `chunks_in_flight` of them are applied at once: while the server
+        writes one chunk (this process waits on a socket), the next is decoded and folded
+        here, and both cores work. Their results are taken in order.
         """
         metrics.BATCH_SIZE.observe(len(messages))
         started = time.perf_counter()
         offsets: dict[tuple[str, int], int] = {}
         for message in messages:
             offsets[(message.topic, message.partition)] = message.offset
+        depth = self.settings.twin.chunks_in_flight
+        in_flight: deque[tuple[Future[Applied], list[Written]]] = deque()
         written = 0
-        twin = self.settings.twin
-        for selected in chunks_by_car(messages, twin.write_chunk):
-            events, _offsets = self.decode(selected)
-            grouped = by_car(events)
-            cars: list[Written] = []
-            applied = self._retry(
-                "write twins",
-                "mongodb",
-                mongo_is_away,
-                lambda grouped=grouped, cars=cars: apply_batch(  # type: ignore[misc]
-                    self.collection,
-                    grouped,
-                    twin.history_size,
-                    written=_cleared(cars),
-                    transaction=self.transactions,
-                    cache=self.cache,
-                ),
-            )
-            if self.changes is not None:
-                self.changes.emit(cars)
-            written += applied.cars_written
-            metrics.EVENTS.labels("applied").inc(applied.events - applied.late - applied.duplicates)
-            metrics.EVENTS.labels("late").inc(applied.late)
-            metrics.EVENTS.labels("duplicate").inc(applied.duplicates)
-            metrics.EVENTS.labels("redelivered").inc(applied.redelivered)
-            metrics.CONFLICTS.inc(applied.conflicts)
-            self.applied += applied
-        metrics.CACHE_READS.labels("hit").inc(self.cache.hits)
-        metrics.CACHE_READS.labels("miss").inc(self.cache.misses)
-        self.cache.hits = self.cache.misses = 0
+        with ThreadPoolExecutor(max_workers=depth, thread_name_prefix="twin-chunk") as pool:
+            try:
+                for selected in chunks_by_car(messages, self.settings.twin.write_chunk):
+                    while len(in_flight) >= depth:
+                        written += self._finish(*in_flight.popleft())
+                    events, _offsets = self.decode(selected)
+                    cars: list[Written] = []
+                    in_flight.append((pool.submit(self._apply, by_car(events), cars), cars))
+                while in_flight:
+                    written += self._finish(*in_flight.popleft())
+            finally:
+                for future, _cars in in_flight:  # a chunk failed: do not start the others
+                    future.cancel()
+        hits, misses = self.cache.take_counts()
+        metrics.CACHE_READS.labels("hit").inc(hits)
+        metrics.CACHE_READS.labels("miss").inc(misses)
         metrics.CACHE_BYTES.set(self.cache.bytes)
         metrics.WRITE_SECONDS.observe(time.perf_counter() - started)
         metrics.BATCH_CARS.observe(written)
+        log.debug(
+            "batch applied",
+            events=len(messages),
+            twins_written=written,
+            seconds=round(time.perf_counter() - started, 2),
+        )
         if self.changes is not None:
             self._retry(
                 "confirm twin-change events",
@@ -284,6 +294,37 @@ class Projector:
                 self.changes.flush,
             )
         self.commit(consumer, offsets)
+        return written
+
+    def _apply(self, grouped: dict[str, list[Envelope]], cars: list[Written]) -> Applied:
+        """One chunk of cars: read, fold, one bulk write (retried while MongoDB is away)."""
+        twin = self.settings.twin
+        return self._retry(
+            "write twins",
+            "mongodb",
+            mongo_is_away,
+            lambda: apply_batch(
+                self.collection,
+                grouped,
+                twin.history_size,
+                written=_cleared(cars),
+                transaction=self.transactions,
+                cache=self.cache,
+            ),
+        )
+
+    def _finish(self, future: Future[Applied], cars: list[Written]) -> int:
+        """Wait for a chunk; report its twin changes and counts. Returns twins written."""
+        applied = future.result()
+        if self.changes is not None:
+            self.changes.emit(cars)
+        metrics.EVENTS.labels("applied").inc(applied.events - applied.late - applied.duplicates)
+        metrics.EVENTS.labels("late").inc(applied.late)
+        metrics.EVENTS.labels("duplicate").inc(applied.duplicates)
+        metrics.EVENTS.labels("redelivered").inc(applied.redelivered)
+        metrics.CONFLICTS.inc(applied.conflicts)
+        self.applied += applied
+        return applied.cars_written
 
     def decode(self, messages: Sequence[Raw]) -> tuple[list[Envelope], dict[tuple[str, int], int]]:
         events, offsets, undecodable = decode_messages(messages, self.codecs)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from twin.project import Raw, chunks_by_car
-from twin.projector import INITIAL_LIMIT, next_limit
+from twin.projector import FIRST_SECONDS_PER_TWIN, BatchSizer
 
 
 def raw(car: str, offset: int) -> Raw:
@@ -33,11 +35,16 @@ def test_chunks_are_cut_by_events_too_but_never_inside_a_car() -> None:
     assert sum(len(chunk) for chunk in chunks) == 80
 
 
-def test_the_poll_size_grows_when_batches_are_quick_and_shrinks_when_slow() -> None:
-    grown = next_limit(INITIAL_LIMIT, INITIAL_LIMIT, 1.0, batch_size=200_000, batch_seconds=60)
-    assert grown == 4 * INITIAL_LIMIT  # at most 4x per batch
-    assert next_limit(160_000, 160_000, 1.0, 200_000, 60) == 200_000  # capped by batch_size
-    assert next_limit(100_000, 100_000, 120.0, 200_000, 60) == 50_000  # fits in 60 s
-    assert next_limit(20_000, 20_000, 600.0, 200_000, 60) == INITIAL_LIMIT  # the floor
-    assert next_limit(40_000, 123, 5.0, 200_000, 60) == 40_000  # partial batch: caught up
-    assert next_limit(10, 10, 0.1, batch_size=10, batch_seconds=60) == 10
+def test_batches_touch_as_many_cars_as_fit_in_batch_seconds_at_the_measured_cost() -> None:
+    sizer = BatchSizer(batch_seconds=60)
+    assert sizer.max_cars() == int(60 / FIRST_SECONDS_PER_TWIN)  # before any measurement
+    sizer.observe(twins=1000, seconds=2.0)  # 2 ms a twin: the estimate moves halfway there
+    assert sizer.seconds_per_twin == (FIRST_SECONDS_PER_TWIN + 0.002) / 2
+    for _ in range(20):
+        sizer.observe(twins=1000, seconds=2.0)
+    assert sizer.max_cars() == pytest.approx(30_000, rel=0.01)
+    sizer.observe(twins=5, seconds=100.0)  # too few twins to say anything
+    assert sizer.max_cars() == pytest.approx(30_000, rel=0.01)
+    for _ in range(20):
+        sizer.observe(twins=100, seconds=120.0)  # a slow server: fewer cars per batch
+    assert sizer.max_cars() == 50
