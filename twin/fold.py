@@ -108,8 +108,21 @@ def _apply_health(
     twin["health"] = {"status": "attention" if conditions else "ok", "conditions": conditions}
 
 
+@dataclass
+class _Newest:
+    """The newest reading folded so far by this call: the health rules compare each reading
+    with it, and `reported` is written from it once, when the call ends."""
+
+    record: Mapping[str, Any] | None = None
+    at: datetime | None = None
+
+
 def _fold_reading(
-    twin: Twin, record: Mapping[str, Any], history_size: int, result: FoldResult
+    twin: Twin,
+    record: Mapping[str, Any],
+    history_size: int,
+    result: FoldResult,
+    newest: _Newest,
 ) -> None:
     at = ms_to_datetime(int(record["event_time"]))
     key = _reading_key(at, int(record["seq"]))
@@ -140,8 +153,8 @@ def _fold_reading(
             history.insert(index, entry)
             del history[: max(0, len(history) - history_size)]
     else:
-        previous = _previous_reading(twin)
-        twin["reported"] = {s: {"value": values[s], "time": at} for s in SENSORS}
+        previous = newest.record if newest.record is not None else _previous_reading(twin)
+        newest.record, newest.at = record, at
         twin["last_reading"] = {"event_time": at, "seq": key[1]}
         _apply_health(twin, record, previous, at)
         history.append(entry)
@@ -233,6 +246,7 @@ def fold(
     twin = _copy_for_update(current) if current is not None else new_twin(car_id)
     positions = {(p["topic"], p["partition"]): p["offset"] for p in twin["positions"]}
     result = FoldResult(twin=None)
+    newest = _Newest()
     for event in events:
         where = (event.topic, event.partition)
         if event.offset <= positions.get(where, -1):
@@ -240,7 +254,7 @@ def fold(
             continue
         positions[where] = event.offset
         if event.kind == "telemetry":
-            _fold_reading(twin, event.record, history_size, result)
+            _fold_reading(twin, event.record, history_size, result, newest)
         elif event.kind == "command":
             _fold_command(twin, event.record, result)
         else:
@@ -249,6 +263,8 @@ def fold(
         result.applied += 1
     if result.applied == 0:
         return result
+    if newest.record is not None:
+        twin["reported"] = {s: {"value": newest.record[s], "time": newest.at} for s in SENSORS}
     desired.refresh_delta(twin)  # desired vs reported, after every event of the batch
     twin["positions"] = [
         {"topic": topic, "partition": partition, "offset": offset}

@@ -18,7 +18,7 @@ between the healthy and failed outputs of the seed's car model (see DESIGN.md):
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fleet.contract import WHEELS
@@ -81,10 +81,11 @@ class Rule:
     wheel: str | None
     check: Callable[[Reading, Reading | None], bool | None]
     evidence: tuple[str, ...]  # the sensors shown with the condition
+    key: str = field(init=False)  # e.g. tire_pressure_low_1_2: one condition per wheel
 
-    @property
-    def key(self) -> str:
-        return f"{self.name}_{self.wheel}" if self.wheel else self.name
+    def __post_init__(self) -> None:
+        # Set once: the fold asks for it for every rule of every reading.
+        object.__setattr__(self, "key", f"{self.name}_{self.wheel}" if self.wheel else self.name)
 
 
 RULES: tuple[Rule, ...] = (
