@@ -227,6 +227,7 @@ def projector_rss(settings: Settings, env: dict[str, str], total: int) -> dict[s
             "FLEET_KAFKA_EXTRA": json.dumps(FAST_GROUP),
             "FLEET_TWIN_BATCH_SIZE": str(settings.twin.batch_size),
             "FLEET_TWIN_TRANSACTIONS": json.dumps(settings.twin.transactions),
+            "FLEET_TWIN_CACHE_MB": str(settings.twin.cache_mb),
             "FLEET_LOG_LEVEL": "WARNING",
         }
     )
@@ -308,13 +309,16 @@ def markdown(results: dict[str, Any]) -> str:
         ),
         "",
         f"Projector memory, {results['memory_events']} events per run (same for every fleet "
-        "size), same settings, a real `fleet twin run` process:",
+        "size), same settings, a real `fleet twin run` process; peak RSS without the twin cache "
+        "(`twin.cache_mb = 0`) and with its default bound:",
         "",
-        "| cars | events | peak RSS (MB) | events/s |",
-        "| ---: | ---: | ---: | ---: |",
+        "| cars | events | peak RSS, no cache (MB) | events/s | peak RSS, default cache (MB) "
+        "| events/s |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
         *(
-            f"| {m['cars']} | {m['events']} | {m['peak_rss_mb']} | {m['events_per_s']} |"
-            for m in results["memory"]
+            f"| {m['cars']} | {m['events']} | {m['peak_rss_mb']} | {m['events_per_s']} | "
+            f"{c['peak_rss_mb']} | {c['events_per_s']} |"
+            for m, c in zip(results["memory"], results.get("memory_with_cache", []), strict=False)
         ),
     ]
     return "\n".join(lines) + "\n"
@@ -393,14 +397,21 @@ def main() -> None:
             print(f"  {depth} readings per car: {run['events_per_s']} events/s, {ratio}x")
 
         results["memory_events"] = args.memory_events
-        results["memory"] = []
+        # The projector's own memory (cache off: what follows the batch), and with its default
+        # twin cache (bounded by twin.cache_mb, so it grows with the fleet up to that bound).
+        results["memory"], results["memory_with_cache"] = [], []
         for cars in [int(n) for n in args.memory_cars.split(",") if n]:
-            sized = isolated(base, f"mem{cars}")
-            steps = max(1, args.memory_events // cars)
-            events = produce(sized, readings(cars, steps))
-            figures = projector_rss(sized, env, events)
-            results["memory"].append({"cars": cars, "events": events, **figures, "load": load()})
-            print(f"  {cars} cars, {events} events: {figures['peak_rss_mb']} MB", flush=True)
+            for key, cache_mb in (("memory", 0), ("memory_with_cache", base.twin.cache_mb)):
+                sized = isolated(base, f"mem{cars}c{cache_mb}")
+                sized = sized.model_copy(
+                    update={"twin": sized.twin.model_copy(update={"cache_mb": cache_mb})}
+                )
+                steps = max(1, args.memory_events // cars)
+                events = produce(sized, readings(cars, steps))
+                figures = projector_rss(sized, env, events)
+                run = {"cars": cars, "events": events, "cache_mb": cache_mb, **figures}
+                results[key].append(run | {"load": load()})
+                print(f"  {cars} cars, cache {cache_mb} MB: {figures['peak_rss_mb']} MB")
         results["load"]["after"] = load()
     finally:
         if stack is not None:
