@@ -35,6 +35,7 @@ INDEXES = [
     IndexModel([("anomaly.score", DESCENDING)], name="anomaly_score"),
     IndexModel([("last_seen", ASCENDING)], name="last_seen"),
     IndexModel([("reported.control_unit_firmware.value", ASCENDING)], name="firmware"),
+    IndexModel([("car_id", ASCENDING)], name="car_id"),  # id ranges (see fold.new_twin)
 ]
 
 
