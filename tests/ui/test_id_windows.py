@@ -15,13 +15,17 @@ from ui.twin_reads import (
     ANOMALOUS,
     FIRMWARE,
     ID,
+    SCORE,
+    SORTABLE,
     TableQuery,
+    cursor_of,
     first_id_windows,
     id_windows_after,
     id_windows_before,
     page_queries,
     prefix_range,
     successor,
+    value_windows,
 )
 
 CLOCK = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -142,7 +146,7 @@ def test_all_cars_by_id_are_id_windows_on_the_indexed_copy() -> None:
     assert all(list(where) == [ID] for where, _ in queries)
     back = page_queries(TableQuery(reverse=True, after=("car77", "car77")), CLOCK)
     assert back[0] == ({ID: {"$gte": "car76", "$lt": "car77"}}, [(ID, -1)])
-    first = page_queries(TableQuery(), CLOCK, anchor="car140")
+    first = page_queries(TableQuery(), CLOCK, anchor=("car140", "car140"))
     assert first[0] == ({ID: {"$gte": "", "$lte": "car140"}}, [(ID, 1)])
     assert page_queries(TableQuery(), CLOCK) == [({ID: {"$gte": ""}}, [(ID, 1)])]
 
@@ -164,7 +168,7 @@ def test_large_side_filters_ride_along_behind_the_id_window() -> None:
 
 def test_a_narrowing_filter_serves_the_page_and_the_id_rides_along() -> None:
     query = TableQuery(firmware=1000, search="car1", after=("car12", "car12"))
-    assert page_queries(query, CLOCK, anchor="car19") == [
+    assert page_queries(query, CLOCK, anchor=("car19", "car19")) == [
         (
             {FIRMWARE: 1000, ID: {"$gte": "car1", "$lt": "car2"}, "_id": {"$gt": "car12"}},
             [("_id", 1)],
@@ -180,7 +184,8 @@ def page_through(ids: list[str], query: TableQuery, anchor: str | None = None) -
     while True:
         page: list[str] = []
         q = dataclasses.replace(query, after=after)
-        for where, sort in page_queries(q, CLOCK, anchor if after is None else None):
+        start = (anchor, anchor) if anchor is not None and after is None else None
+        for where, sort in page_queries(q, CLOCK, start):
             if len(page) == q.page_size:
                 break
             window = where[ID]
@@ -200,3 +205,110 @@ def test_paging_through_uneven_ids_shows_each_once_in_order(reverse: bool) -> No
         query = TableQuery(search=search, reverse=reverse, page_size=7)
         assert page_through(ids, query) == scope
         assert page_through(ids, query, anchor=scope[min(6, len(scope) - 1)]) == scope
+
+
+def test_value_windows_widen_past_the_cursor() -> None:
+    down = value_windows(SCORE, 0.5, -1)
+    assert down[0] == {"$lt": 0.5, "$gte": 0.5 - 2**-20}
+    assert down[1] == {"$lt": 0.5 - 2**-20, "$gte": 0.5 - 2 * 2**-20}
+    assert down[-1] == {"$lt": down[-2]["$gte"]}  # then the rest
+    up = value_windows("last_seen", CLOCK, 1)
+    assert up[0] == {"$gt": CLOCK, "$lte": CLOCK + timedelta(seconds=1)}
+    assert len(up) == 31
+
+
+def field(doc: dict[str, Any], path: str) -> Any:
+    for part in path.split("."):
+        doc = doc.get(part) if isinstance(doc, dict) else None  # type: ignore[assignment]
+    return doc
+
+
+def matches(doc: dict[str, Any], where: dict[str, Any]) -> bool:
+    """A flat filter as MongoDB applies it (null is below every number, ranges skip it)."""
+    for path, cond in where.items():
+        value = field(doc, path)
+        if not isinstance(cond, dict):
+            if value != cond:
+                return False
+            continue
+        for op, bound in cond.items():
+            if op == "$in":
+                if value not in bound:
+                    return False
+            elif (
+                value is None
+                or not {
+                    "$gt": value > bound,
+                    "$gte": value >= bound,
+                    "$lt": value < bound,
+                    "$lte": value <= bound,
+                }[op]
+            ):
+                return False
+    return True
+
+
+def server_find(docs: list[dict[str, Any]], where: dict, sort: list, limit: int) -> list[dict]:
+    found = [d for d in docs if matches(d, where)]
+    for path, direction in reversed(sort):  # stable sorts, last key first; nulls lowest
+        found.sort(
+            key=lambda d, p=path: (field(d, p) is not None, field(d, p) or 0),
+            reverse=direction == -1,
+        )
+    return found[:limit]
+
+
+def fleet_docs() -> list[dict[str, Any]]:
+    """Scores with ties, gaps and nulls; last-seen times over a day, some never."""
+    rng = random.Random(3)
+    docs = []
+    for i, car in enumerate(fleet_ids()):
+        score = None if i % 9 == 0 else round(rng.choice([0.1, 0.8, rng.random()]), 3)
+        seen = None if i % 13 == 0 else CLOCK - timedelta(seconds=rng.randrange(86_400))
+        docs.append(
+            {"_id": car, "car_id": car, "anomaly": {"score": score} if score else None}
+            | {"last_seen": seen}
+        )
+    return docs
+
+
+def read_pages(docs: list[dict], query: TableQuery, anchored: bool) -> list[str]:
+    shown: list[str] = []
+    after: Any = None
+    anchor: Any = None
+    while True:
+        q = dataclasses.replace(query, after=after)
+        page: list[dict] = []
+        for where, sort in page_queries(q, CLOCK, anchor if after is None else None):
+            wanted = q.page_size - len(page)
+            if wanted <= 0:
+                break
+            page.extend(server_find(docs, where, sort, wanted))
+        shown.extend(d["_id"] for d in page)
+        if anchored and after is None and anchor is None and page:
+            anchor = cursor_of(page[-1], q)  # as the explorer remembers it
+            shown.clear()
+            continue  # read the first page again, now from the anchor
+        if len(page) < q.page_size:
+            return shown
+        after = cursor_of(page[-1], q)
+
+
+@pytest.mark.parametrize("sort", ["anomaly score (highest first)", "last seen (oldest first)"])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("anchored", [False, True])
+def test_paging_by_a_value_shows_each_car_once_in_order(
+    sort: str, reverse: bool, anchored: bool
+) -> None:
+    docs = fleet_docs()
+    query = TableQuery(sort=sort, reverse=reverse, page_size=9)
+    path, direction = SORTABLE[sort]
+    expected = [
+        d["_id"]
+        for d in server_find(
+            docs, {}, [(path, direction * (-1 if reverse else 1)), ("_id", 1)], 10**6
+        )
+    ]
+    assert read_pages(docs, query, anchored) == expected
+    first = page_queries(query, CLOCK, anchor=(None, "car1") if anchored else None)
+    assert all(next(iter(where)) == path for where, _ in first)  # the value's index serves

@@ -153,7 +153,7 @@ def test_table_pages_by_id_across_uneven_prefixes(fleet: Fleet, render: Render) 
     at = render("table")
     shown = list(at.dataframe[0].value["car"])
     assert shown == ids[:50]
-    assert cached.ANCHORS[(cached_key(fleet[0]), "", False)] == ids[49]
+    assert cached.ANCHORS[(cached_key(fleet[0]), "", "car id", False)] == (ids[49], ids[49])
     at.button(key="table.next").click().run()
     assert list(at.dataframe[0].value["car"]) == ids[50:]
 
