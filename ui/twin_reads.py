@@ -271,13 +271,23 @@ def page_queries(
     windowed = not base_filter(query, clock)
     by_value = [(path, direction), ("_id", ASCENDING)]
     by_id = [("_id", ASCENDING)]
+    tie_windows = windowed and path in TIES_BY_ID
 
     def part(extra: Filter, sort: list[Any]) -> tuple[Filter, list[Any]]:
         return (merge(extra, where) if windowed else merge(where, extra), sort)
 
+    def ties(value: Any, car: str, upto: bool = False) -> list[tuple[Filter, list[Any]]]:
+        """The rows tied at ``value`` after ``car`` (or up to it): by id windows when an
+        index on (value, car id) serves them (a whole fleet may share one `last_seen`)."""
+        if not tie_windows:
+            return [part({path: value, "_id": {"$lte" if upto else "$gt": car}}, by_id)]
+        if upto:
+            return [part({path: value, ID: {"$lte": car}}, [(ID, ASCENDING)])]
+        return [part({path: value, ID: w}, [(ID, ASCENDING)]) for w in id_windows_after(car)]
+
     def past(value: Any, car: str) -> list[tuple[Filter, list[Any]]]:
         """Rows after (value, car): its ties, then beyond it, then (descending) the nulls."""
-        out = [part({path: value, "_id": {"$gt": car}}, by_id)]
+        out = ties(value, car)
         if value is None:
             if direction == ASCENDING:
                 out.append(part({path: {"$gte": LOWEST[path]}}, by_value))
@@ -295,7 +305,7 @@ def page_queries(
         # Up to a remembered last row of this first page, then past it (see first_id_windows).
         value, car = anchor
         before = {"$gte": LOWEST[path], "$lt": value} if direction == ASCENDING else {"$gt": value}
-        head = [part({path: before}, by_value), part({path: value, "_id": {"$lte": car}}, by_id)]
+        head = [part({path: before}, by_value), *ties(value, car, upto=True)]
         return (
             [nulls, *head, *past(value, car)]
             if direction == ASCENDING
@@ -305,6 +315,9 @@ def page_queries(
     return [nulls, any_value] if direction == ASCENDING else [any_value, nulls]
 
 
+#: Sort fields with an index on (field, car_id) (twin.store.INDEXES): their ties are paged by
+#: id windows too.
+TIES_BY_ID = {"last_seen"}
 #: Value windows past a cursor: the first spans this much, each next one twice the one before
 #: until this span, then the rest (scores ~1e-6 .. 1024, times 1 s .. 34 years): a page reads
 #: about what it shows, at the price of a few round trips for empty windows.

@@ -259,12 +259,15 @@ def server_find(docs: list[dict[str, Any]], where: dict, sort: list, limit: int)
 
 
 def fleet_docs() -> list[dict[str, Any]]:
-    """Scores with ties, gaps and nulls; last-seen times over a day, some never."""
+    """Scores with ties, gaps and nulls; last-seen times over a day (a third of them tied),
+    some never."""
     rng = random.Random(3)
     docs = []
     for i, car in enumerate(fleet_ids()):
         score = None if i % 9 == 0 else round(rng.choice([0.1, 0.8, rng.random()]), 3)
         seen = None if i % 13 == 0 else CLOCK - timedelta(seconds=rng.randrange(86_400))
+        if i % 3 == 0 and seen:  # a third of the fleet reported in step: one tied value
+            seen = CLOCK
         docs.append(
             {"_id": car, "car_id": car, "anomaly": {"score": score} if score else None}
             | {"last_seen": seen}
@@ -312,3 +315,17 @@ def test_paging_by_a_value_shows_each_car_once_in_order(
     assert read_pages(docs, query, anchored) == expected
     first = page_queries(query, CLOCK, anchor=(None, "car1") if anchored else None)
     assert all(next(iter(where)) == path for where, _ in first)  # the value's index serves
+
+
+def test_ties_on_last_seen_are_paged_by_id_windows_on_their_compound_index() -> None:
+    query = TableQuery(sort="last seen (oldest first)", after=(CLOCK, "car5"))
+    assert page_queries(query, CLOCK)[0] == (
+        {"last_seen": CLOCK, ID: {"$gt": "car5", "$lt": "car6"}},
+        [(ID, 1)],
+    )
+    # With a filter, that filter's index serves the page: one query for the ties.
+    filtered = dataclasses.replace(query, firmware=1000)
+    assert page_queries(filtered, CLOCK)[0] == (
+        {FIRMWARE: 1000, "last_seen": CLOCK, "_id": {"$gt": "car5"}},
+        [("_id", 1)],
+    )
