@@ -58,7 +58,9 @@ def fleet_clock() -> tuple[datetime, bool]:
 
 @st.cache_data(ttl=TABLE_TTL_S, max_entries=256, show_spinner=False)
 def table_count(k: Key, query: TableQuery, _clock: datetime | None) -> int:
-    total = fleet_size(k)
+    # The fleet's size only when a term is "all twins" (a prefix search need not wait for it).
+    whole = any(not where for _sign, where in twin_reads.count_terms(query, _clock))
+    total = fleet_size(k) if whole else None
     with context.mongo_errors():
         return twin_reads.table_count(context.twins(), query, _clock, total)
 
