@@ -10,6 +10,7 @@ bench/results/ui-queries.json and .md. Figures are indicative: one run, a shared
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -86,15 +87,15 @@ def operations(twins: Any, clock: Any) -> list[tuple[str, str, Any]]:
             lambda: list(twins.find({"_id": {"$in": [f"car{i}" for i in range(4200, 4250)]}})),
         ),
         (
-            "all cars by id, limit 50",
-            "used (cheap on MongoDB 7 only)",
+            "all cars by _id, limit 50",
+            "avoided (cheap on MongoDB 7 only)",
             lambda: list(twins.find({}, {"_id": 1}).sort("_id").limit(50)),
         ),
         (
-            "car-id prefix as an _id range, limit 50",
-            "used (cheap on MongoDB 7 only)",
+            "car-id prefix as a car_id range (car4242), limit 50",
+            "used",
             lambda: list(
-                twins.find({"_id": twin_reads.prefix_range("car4242")}, {"_id": 1}).limit(50)
+                twins.find({"car_id": twin_reads.prefix_range("car4242")}, {"_id": 1}).limit(50)
             ),
         ),
         (
@@ -110,18 +111,88 @@ def operations(twins: Any, clock: Any) -> list[tuple[str, str, Any]]:
     ]
 
 
+SCORE_SORT = "anomaly score (highest first)"
+SEEN_SORT = "last seen (oldest first)"
+
+
+def table_pages(twins: Any, clock: Any) -> list[tuple[str, float]]:
+    """The fleet table's pages as the explorer reads them (`twin_reads.table_page`), timed:
+    each first page without an anchor (a fresh explorer process), then with the one it left
+    (every later first page), the next page, and deeper pages across id-window boundaries."""
+    out: list[tuple[str, float]] = []
+
+    def timed(name: str, call: Any) -> Any:
+        started = time.perf_counter()
+        result = call()
+        seconds = round(time.perf_counter() - started, 3)
+        rows = result[0] if isinstance(result, tuple) else None
+        shown = f"{rows[0]['car']} .. {rows[-1]['car']}" if rows else repr(result)
+        print(f"  {seconds:8.3f} s  {name} ({shown})", flush=True)
+        out.append((name, seconds))
+        return result
+
+    def page(query: TableQuery, anchor: Any = None) -> Any:
+        return twin_reads.table_page(twins, query, clock, anchor)
+
+    for label, base in [
+        ("all cars by id", TableQuery()),
+        ("not anomalous by id", TableQuery(anomaly="not anomalous")),
+        ("all cars by score", TableQuery(sort=SCORE_SORT)),
+        ("all cars by last seen", TableQuery(sort=SEEN_SORT)),
+    ]:
+        _rows, last = timed(f"{label}: first page, no anchor yet", lambda b=base: page(b))
+        timed(f"{label}: first page from its anchor", lambda b=base, a=last: page(b, a))
+        second = timed(
+            f"{label}: next page", lambda b=base, a=last: page(dataclasses.replace(b, after=a))
+        )
+        timed(
+            f"{label}: page 3",
+            lambda b=base, a=second[1]: page(dataclasses.replace(b, after=a)),
+        )
+    deep = [("car50999", "car50999"), ("car9", "car9")]
+    for cursor in deep:
+        timed(f"all cars by id: page after {cursor[1]}", lambda c=cursor: page(TableQuery(after=c)))
+    timed(
+        "all cars by id, reversed: page before car50000",
+        lambda: page(TableQuery(reverse=True, after=("car50000", "car50000"))),
+    )
+    timed(
+        "all cars by id, reversed: page before car49958",
+        lambda: page(TableQuery(reverse=True, after=("car49958", "car49958"))),
+    )
+    for prefix in ("car4242", "car42"):
+        query = TableQuery(search=prefix)
+        timed(f"search {prefix}: count", lambda q=query: twin_reads.table_count(twins, q, clock))
+        _rows, last = timed(f"search {prefix}: first page", lambda q=query: page(q))
+        if last is not None:
+            timed(
+                f"search {prefix}: next page",
+                lambda q=query, a=last: page(dataclasses.replace(q, after=a)),
+            )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--uri", required=True)
     parser.add_argument("--database", required=True)
     parser.add_argument("--collection", default="twins")
+    parser.add_argument(
+        "--before", help="a JSON file {operation: seconds} measured on main, for a column"
+    )
     args = parser.parse_args()
+    before = json.loads(Path(args.before).read_text()) if args.before else {}
     database = MongoClient(args.uri, tz_aware=True)[args.database]
     twins = store.twins_collection(database, args.collection)
     size = twins.estimated_document_count()
     newest = twins.find_one({"_id": "car1"}, {"last_seen": 1})
     clock = newest["last_seen"] if newest else None
+    load_before = os.getloadavg()
     rows = []
+    print("table pages:", flush=True)
+    for what, seconds in table_pages(twins, clock):
+        rows.append({"operation": what, "role": "table page", "seconds": seconds})
+    print("single operations:", flush=True)
     for what, role, call in operations(twins, clock):
         started = time.perf_counter()
         call()
@@ -133,7 +204,9 @@ def main() -> None:
         "twins": size,
         "operations": rows,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, shared with other work",
-        "load_average": os.getloadavg(),
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "before": before,
         "caveat": "One run each, on a shared machine: indicative.",
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -141,12 +214,18 @@ def main() -> None:
     lines = [
         f"# MongoDB operations with {size:,} twins (SecantusDB)",
         "",
-        "| operation | in the explorer | seconds |",
-        "| --- | --- | --- |",
-        *(f"| {r['operation']} | {r['role']} | {r['seconds']} |" for r in rows),
+        "| operation | in the explorer | seconds | before (main) |",
+        "| --- | --- | --- | --- |",
+        *(
+            "| {operation} | {role} | {seconds} | {was} |".format(
+                **r, was=before.get(r["operation"], "")
+            )
+            for r in rows
+        ),
         "",
-        f"Load average during the run: {', '.join(f'{x:.1f}' for x in os.getloadavg())}. "
-        + result["caveat"],
+        "Load average (1, 5, 15 min) before the run: "
+        f"{', '.join(f'{x:.1f}' for x in load_before)}; after: "
+        f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}. " + result["caveat"],
         "",
     ]
     (RESULTS / "ui-queries.md").write_text("\n".join(lines))

@@ -36,6 +36,7 @@ def new_twin(car_id: str) -> Twin:
     """The twin of a car nothing is known about yet (see README, "Twin document")."""
     return {
         "_id": car_id,
+        "car_id": car_id,  # an indexed copy of _id: id ranges for the explorer (README)
         "revision": 0,
         "reported": {},
         "last_reading": None,
@@ -244,6 +245,7 @@ def fold(
 ) -> FoldResult:
     """Fold one car's events (in Kafka order) into its twin; ``current`` is left untouched."""
     twin = _copy_for_update(current) if current is not None else new_twin(car_id)
+    twin.setdefault("car_id", car_id)  # twins from before the field get it on their next event
     positions = {(p["topic"], p["partition"]): p["offset"] for p in twin["positions"]}
     result = FoldResult(twin=None)
     newest = _Newest()

@@ -36,6 +36,9 @@ INDEXES = [
     IndexModel([("anomaly.score", DESCENDING)], name="anomaly_score"),
     IndexModel([("last_seen", ASCENDING)], name="last_seen"),
     IndexModel([("reported.control_unit_firmware.value", ASCENDING)], name="firmware"),
+    IndexModel([("car_id", ASCENDING)], name="car_id"),  # id ranges (see fold.new_twin)
+    # cars tied on last_seen (a fleet reporting in step), a page of them at a time, by id
+    IndexModel([("last_seen", ASCENDING), ("car_id", ASCENDING)], name="last_seen_car"),
 ]
 
 

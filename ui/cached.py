@@ -58,17 +58,38 @@ def fleet_clock() -> tuple[datetime, bool]:
 
 @st.cache_data(ttl=TABLE_TTL_S, max_entries=256, show_spinner=False)
 def table_count(k: Key, query: TableQuery, _clock: datetime | None) -> int:
-    total = fleet_size(k)
+    # The fleet's size only when a term is "all twins" (a prefix search need not wait for it).
+    whole = any(not where for _sign, where in twin_reads.count_terms(query, _clock))
+    total = fleet_size(k) if whole else None
     with context.mongo_errors():
         return twin_reads.table_count(context.twins(), query, _clock, total)
+
+
+#: Where a first page ended (its last row's cursor), per database, search prefix, sort and
+#: direction, for the life of the process: later first pages read up to there and widen past
+#: it instead of reading every twin (`twin_reads.first_id_windows`, `page_queries`). Any row
+#: will do as a hint (also for "not anomalous" or "seen within", which ride along): a stale
+#: one costs time, never rows.
+ANCHORS: dict[tuple[Key, str, str, bool], Cursor] = {}
+
+
+def _anchor_key(k: Key, query: TableQuery) -> tuple[Key, str, str, bool]:
+    return (k, query.search.strip(), query.sort, query.reverse)
 
 
 @st.cache_data(ttl=TABLE_TTL_S, max_entries=256, show_spinner=False)
 def table_page(
     k: Key, query: TableQuery, _clock: datetime | None
 ) -> tuple[list[dict[str, Any]], Cursor | None]:
+    first = query.after is None
+    anchor = ANCHORS.get(_anchor_key(k, query)) if first else None
     with context.mongo_errors():
-        return twin_reads.table_page(context.twins(), query, _clock)
+        rows, last = twin_reads.table_page(context.twins(), query, _clock, anchor)
+    if first and last is not None and len(rows) == query.page_size:
+        if len(ANCHORS) > 1024:  # bounded: forget them all now and then
+            ANCHORS.clear()
+        ANCHORS[_anchor_key(k, query)] = last
+    return rows, last
 
 
 @st.cache_data(ttl=2, show_spinner=False)

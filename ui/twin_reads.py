@@ -11,6 +11,7 @@ Query building is pure (unit-tested); the functions taking a collection do the I
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -78,12 +79,40 @@ def _ops(value: Any) -> bool:
     return isinstance(value, dict) and bool(value) and all(k.startswith("$") for k in value)
 
 
+#: The indexed copy of the car id (twin.fold.new_twin): id ranges are served by its index on
+#: every server, while SecantusDB's `_id` index serves only point lookups.
+ID = "car_id"
+#: Past this code point, sibling windows stop doubling and take the rest of their level: ids
+#: are mostly ASCII, and every probe is a round trip (cheap when empty, but not free).
+ASCII_END = 0x80
+MAX_CHAR = 0x10FFFF
+SURROGATES = range(0xD800, 0xE000)  # not characters: BSON strings cannot hold them
+
+
+def _char_after(code: int) -> int | None:
+    """The code point after ``code`` (skipping surrogates), None past the last one."""
+    code += 1
+    if code in SURROGATES:
+        code = SURROGATES.stop
+    return code if code <= MAX_CHAR else None
+
+
+def successor(prefix: str) -> str | None:
+    """The least string above every string that starts with ``prefix`` (None: there is none,
+    the prefix is empty or all U+10FFFF): the exclusive upper bound of a prefix range."""
+    while prefix:
+        code = _char_after(ord(prefix[-1]))
+        if code is not None:
+            return prefix[:-1] + chr(code)
+        prefix = prefix[:-1]
+    return None
+
+
 def prefix_range(prefix: str) -> Filter:
     """Ids starting with ``prefix`` as an index range (what an anchored regex means, but every
     server can serve a range from the index)."""
-    if ord(prefix[-1]) == 0x10FFFF:  # no successor character: an open range
-        return {"$gte": prefix}
-    return {"$gte": prefix, "$lt": prefix[:-1] + chr(ord(prefix[-1]) + 1)}
+    end = successor(prefix)
+    return {"$gte": prefix, "$lt": end} if end is not None else {"$gte": prefix}
 
 
 def base_filter(query: TableQuery, clock: datetime | None) -> Filter:
@@ -101,10 +130,10 @@ def base_filter(query: TableQuery, clock: datetime | None) -> Filter:
         parts.append({ANOMALOUS: True})
     if query.firmware is not None:
         parts.append({FIRMWARE: query.firmware})
-    if query.search.strip():
-        parts.append({"_id": prefix_range(query.search.strip())})
     if clock is not None and query.silent_for is not None:
         parts.append({"last_seen": {"$lt": clock - query.silent_for}})
+    if query.search.strip():  # last: a narrowing filter's index is the one SecantusDB routes
+        parts.append({ID: prefix_range(query.search.strip())})
     return merge(*parts)
 
 
@@ -141,39 +170,180 @@ def count_terms(query: TableQuery, clock: datetime | None) -> list[tuple[int, Fi
     return terms
 
 
-def page_queries(query: TableQuery, clock: datetime | None) -> list[tuple[Filter, list[Any]]]:
+def id_windows_after(after: str, within: str = "") -> list[Filter]:
+    """Disjoint id ranges that together hold every id above ``after`` starting with ``within``
+    (a prefix of ``after``), in id order, nearest first.
+
+    A server that reads every document of an index range before it applies ``limit``
+    (SecantusDB) pays for a range what it holds, so a page reads windows in order until it is
+    full: first the ids that extend ``after`` (its descendants in the id's character tree),
+    then, at each shorter prefix of ``after``, its next siblings (the next character, then
+    spans of 2, 4, 8... characters; past ASCII, the rest of that prefix), up to the prefix
+    ``within`` (the search), or the open range above everything when there is none.
+    """
+    windows: list[Filter] = []
+    top = successor(after)
+    windows.append({"$gt": after, "$lt": top} if top is not None else {"$gt": after})
+    for length in range(len(after) - 1, len(within) - 1, -1):
+        stem, code = after[:length], ord(after[length])
+        end = successor(stem)  # the end of this level: past every id starting with stem
+        low, span = _char_after(code), 1
+        if low is None:  # the last character: no sibling after it
+            continue
+        while low + span < ASCII_END:
+            windows.append({"$gte": stem + chr(low), "$lt": stem + chr(low + span)})
+            low, span = low + span, span * 2
+        rest = stem + chr(low)
+        windows.append({"$gte": rest, "$lt": end} if end is not None else {"$gte": rest})
+    return windows
+
+
+def id_windows_before(before: str, within: str = "") -> list[Filter]:
+    """The mirror of `id_windows_after`: disjoint ranges holding every id below ``before``
+    that starts with ``within``, nearest first (for descending order). At each shorter prefix
+    of ``before``: its previous siblings (1, 2, 4... characters down), then the prefix itself
+    with whatever lies below the lowest sibling tried."""
+    windows: list[Filter] = []
+    for length in range(len(before) - 1, len(within) - 1, -1):
+        stem, high = before[:length], ord(before[length])
+        if high > ASCII_END:  # beyond ASCII: the rest of it in one window
+            windows.append({"$gte": stem + chr(ASCII_END), "$lt": stem + chr(high)})
+            high = ASCII_END
+        span = 1
+        while high - span > 0:
+            windows.append({"$gte": stem + chr(high - span), "$lt": stem + chr(high)})
+            high, span = high - span, span * 2
+        windows.append({"$gte": stem, "$lt": stem + chr(high)})
+    return windows
+
+
+def first_id_windows(within: str, direction: int, anchor: str | None) -> list[Filter]:
+    """The first page's id ranges. Where the first page ends is unknowable without reading,
+    so the first ever first page is one range (the search prefix's, or every id); its last id
+    is then remembered (``anchor``) and later first pages read up to it, then widen past it."""
+    bounds = prefix_range(within)  # the empty prefix: every string
+    if anchor is None or not anchor.startswith(within):
+        return [bounds]
+    if direction == ASCENDING:
+        return [{"$gte": within, "$lte": anchor}, *id_windows_after(anchor, within)]
+    upto = {"$lt": bounds["$lt"]} if "$lt" in bounds else {}
+    return [{"$gte": anchor, **upto}, *id_windows_before(anchor, within)]
+
+
+def page_queries(
+    query: TableQuery, clock: datetime | None, anchor: Cursor | None = None
+) -> list[tuple[Filter, list[Any]]]:
     """The keyset page as a few (filter, sort) queries, read in order until the page is full.
 
     Order is (sort field, car id) with nulls lowest, as MongoDB sorts. Past a cursor (v, id):
     first the rows tied at v after id, then those strictly beyond v (then, descending, the
     nulls). Each query is a flat filter with a range on the sort key.
+
+    By car id: with a narrowing filter (a condition, anomalous, a firmware, silent for), that
+    filter's index serves the page and the id range rides along; with none (all cars, or only
+    a search prefix, "not anomalous", "seen within"), id windows on the `car_id` index
+    (`id_windows_after`), put first in the filter because SecantusDB routes a filter's first
+    indexed field (measured: 0.2 s against 23 s for the other order); the rest rides along.
+    ``anchor`` is a remembered last row of a first page in this order (`first_id_windows`);
+    any row will do, it changes what a first page costs, never what it shows.
     """
     path, direction = SORTABLE[query.sort]
     if query.reverse:
         direction = -direction
     where = table_filter(query, clock)
     if path == "_id":
-        keyset = {} if query.after is None else {"_id": {_gt(direction): query.after[1]}}
-        return [(merge(where, keyset), [("_id", direction)])]
+        search = query.search.strip()
+        narrowing = base_filter(dataclasses.replace(query, search=""), clock)
+        if narrowing:
+            keyset = {} if query.after is None else {"_id": {_gt(direction): query.after[1]}}
+            return [(merge(where, keyset), [("_id", direction)])]
+        rest = {k: v for k, v in where.items() if k != ID}
+        if query.after is None:
+            windows = first_id_windows(search, direction, anchor[1] if anchor else None)
+        elif direction == ASCENDING:
+            windows = id_windows_after(query.after[1], search)
+        else:
+            windows = id_windows_before(query.after[1], search)
+        return [({ID: window, **rest}, [(ID, direction)]) for window in windows]
+    # By a value (score, last seen): with no filter at all, the page is read in windows of
+    # that value past the cursor (`value_windows`), the value's field first in each filter so
+    # that its index serves it; with a filter, that filter's index serves every query.
+    windowed = not base_filter(query, clock)
     by_value = [(path, direction), ("_id", ASCENDING)]
     by_id = [("_id", ASCENDING)]
-    any_value = {path: {"$gte": LOWEST[path]}}
-    nulls = {path: None}
-    out: list[tuple[Filter, list[Any]]] = []
-    if query.after is None:
-        if direction == ASCENDING:
-            return [(merge(where, nulls), by_id), (merge(where, any_value), by_value)]
-        return [(merge(where, any_value), by_value), (merge(where, nulls), by_id)]
-    value, car = query.after
-    out.append((merge(where, {path: value, "_id": {"$gt": car}}), by_id))
-    if value is None:
-        if direction == ASCENDING:
-            out.append((merge(where, any_value), by_value))
+    tie_windows = windowed and path in TIES_BY_ID
+
+    def part(extra: Filter, sort: list[Any]) -> tuple[Filter, list[Any]]:
+        return (merge(extra, where) if windowed else merge(where, extra), sort)
+
+    def ties(value: Any, car: str, upto: bool = False) -> list[tuple[Filter, list[Any]]]:
+        """The rows tied at ``value`` after ``car`` (or up to it): by id windows when an
+        index on (value, car id) serves them (a whole fleet may share one `last_seen`)."""
+        if not tie_windows:
+            return [part({path: value, "_id": {"$lte" if upto else "$gt": car}}, by_id)]
+        if upto:
+            return [part({path: value, ID: {"$lte": car}}, [(ID, ASCENDING)])]
+        return [part({path: value, ID: w}, [(ID, ASCENDING)]) for w in id_windows_after(car)]
+
+    def past(value: Any, car: str) -> list[tuple[Filter, list[Any]]]:
+        """Rows after (value, car): its ties, then beyond it, then (descending) the nulls."""
+        out = ties(value, car)
+        if value is None:
+            if direction == ASCENDING:
+                out.append(part({path: {"$gte": LOWEST[path]}}, by_value))
+            return out
+        beyond = value_windows(path, value, direction) if windowed else [{_gt(direction): value}]
+        out.extend(part({path: window}, by_value) for window in beyond)
+        if direction == DESCENDING:
+            out.append(part({path: None}, by_id))
         return out
-    out.append((merge(where, {path: {_gt(direction): value}}), by_value))
-    if direction == DESCENDING:
-        out.append((merge(where, nulls), by_id))
-    return out
+
+    nulls = part({path: None}, by_id)
+    if query.after is not None:
+        return past(*query.after)
+    if windowed and anchor is not None and anchor[0] is not None:
+        # Up to a remembered last row of this first page, then past it (see first_id_windows).
+        value, car = anchor
+        before = {"$gte": LOWEST[path], "$lt": value} if direction == ASCENDING else {"$gt": value}
+        head = [part({path: before}, by_value), *ties(value, car, upto=True)]
+        return (
+            [nulls, *head, *past(value, car)]
+            if direction == ASCENDING
+            else [*head, *past(value, car)]
+        )
+    any_value = part({path: {"$gte": LOWEST[path]}}, by_value)
+    return [nulls, any_value] if direction == ASCENDING else [any_value, nulls]
+
+
+#: Sort fields with an index on (field, car_id) (twin.store.INDEXES): their ties are paged by
+#: id windows too.
+TIES_BY_ID = {"last_seen"}
+#: Value windows past a cursor: the first spans this much, each next one twice the one before
+#: until this span, then the rest (scores ~1e-6 .. 1024, times 1 s .. 34 years): a page reads
+#: about what it shows, at the price of a few round trips for empty windows.
+VALUE_STEPS: dict[str, tuple[Any, Any]] = {
+    SCORE: (2.0**-20, 2.0**10),
+    "last_seen": (timedelta(seconds=1), timedelta(seconds=2**30)),
+}
+
+
+def value_windows(path: str, value: Any, direction: int) -> list[Filter]:
+    """Disjoint ranges of ``path`` past ``value`` (above it ascending, below it descending),
+    nearest first, widening: the same idea as `id_windows_after`, on numbers and times."""
+    step, widest = VALUE_STEPS[path]
+    windows: list[Filter] = []
+    near = value
+    while step < widest:
+        try:
+            far = value + step if direction == ASCENDING else value - step
+        except OverflowError:  # a date near the calendar's ends
+            break
+        windows.append(
+            {"$gt": near, "$lte": far} if direction == ASCENDING else {"$lt": near, "$gte": far}
+        )
+        near, step = far, step * 2
+    windows.append({"$gt": near} if direction == ASCENDING else {"$lt": near})
+    return windows
 
 
 def _gt(direction: int) -> str:
@@ -306,11 +476,11 @@ def table_count(
 
 
 def table_page(
-    twins: Twins, query: TableQuery, clock: datetime | None
+    twins: Twins, query: TableQuery, clock: datetime | None, anchor: Cursor | None = None
 ) -> tuple[list[dict[str, Any]], Cursor | None]:
     """One keyset page (only the table's fields) and the cursor of its last row."""
     docs: list[dict[str, Any]] = []
-    for where, sort in page_queries(query, clock):
+    for where, sort in page_queries(query, clock, anchor):
         wanted = query.page_size - len(docs)
         if wanted <= 0:
             break

@@ -176,3 +176,12 @@ def test_positions_per_topic_partition() -> None:
     assert position_of(twin, "t", 3) == 40
     assert position_of(twin, "a", 0) == 9
     assert position_of(twin, "t", 0) == -1
+
+
+def test_twins_carry_an_indexed_copy_of_their_id_older_twins_get_it_on_their_next_event() -> None:
+    twin = fold_all(envelopes([reading(seq=0)]))
+    assert twin["car_id"] == twin["_id"] == "car1"
+    older = {k: v for k, v in twin.items() if k != "car_id"}  # from before the field
+    again = fold_all(envelopes([reading(seq=1)], start=1), current=older)
+    assert again["car_id"] == "car1"
+    assert "car_id" not in older  # the caller's document is left untouched

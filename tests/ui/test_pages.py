@@ -18,6 +18,7 @@ from fleet.settings import Settings
 from fleet.stack.ports import free_port
 from tests.ui.conftest import SILENT, Render, fleet_events, render_with
 from twin.health import CONDITION_NAMES
+from ui import cached
 
 pytestmark = pytest.mark.integration
 
@@ -138,6 +139,55 @@ def test_table_keyset_pages_by_score(fleet: Fleet, render: Render) -> None:
     )
     at.button(key="table.first").click().run()
     assert at.dataframe[0].value["car"].iloc[0] == expected[0]["_id"]
+
+
+def test_table_pages_by_id_across_uneven_prefixes(fleet: Fleet, render: Render) -> None:
+    """All cars by id are bounded id windows (car1, car10..car19, car2, ...: the page boundary
+    falls inside car5's siblings and the next page widens to car6.., car60, car7..): each car
+    once, in order, both ways; a first page read again after the caches expire starts from
+    the remembered anchor and shows the same cars."""
+    _settings, twins = fleet
+    ids = sorted(t["_id"] for t in twins)
+    cached.ANCHORS.clear()  # other tests' pages left theirs (any id is a valid anchor)
+    st.cache_data.clear()
+    at = render("table")
+    shown = list(at.dataframe[0].value["car"])
+    assert shown == ids[:50]
+    assert cached.ANCHORS[(cached_key(fleet[0]), "", "car id", False)] == (ids[49], ids[49])
+    at.button(key="table.next").click().run()
+    assert list(at.dataframe[0].value["car"]) == ids[50:]
+
+    st.cache_data.clear()  # the same first page, now read up to the anchor
+    at.button(key="table.first").click().run()
+    assert list(at.dataframe[0].value["car"]) == ids[:50]
+
+    at.toggle(key="table.reverse").set_value(True).run()
+    backwards = list(at.dataframe[0].value["car"])
+    at.button(key="table.next").click().run()
+    backwards += list(at.dataframe[0].value["car"])
+    assert backwards == ids[::-1]
+
+    # "not anomalous" rides along behind the id windows, across both pages
+    at.toggle(key="table.reverse").set_value(False).run()
+    at.selectbox(key="table.anomaly").set_value("not anomalous").run()
+    calm = [
+        t["_id"]
+        for t in sorted(twins, key=lambda t: t["_id"])
+        if not (t["anomaly"] and t["anomaly"]["is_anomaly"])
+    ]
+    shown = list(at.dataframe[0].value["car"])
+    if len(calm) > 50:
+        at.button(key="table.next").click().run()
+        shown += list(at.dataframe[0].value["car"])
+    assert shown == calm
+
+    at.selectbox(key="table.anomaly").set_value("any").run()
+    at.text_input(key="table.search").set_value("car5").run()
+    assert list(at.dataframe[0].value["car"]) == [c for c in ids if c.startswith("car5")]
+
+
+def cached_key(settings: Settings) -> tuple[str, str, str]:
+    return (settings.mongodb_uri, settings.mongodb.database, settings.twin.collection)
 
 
 def test_car_detail(fleet: Fleet, render: Render) -> None:

@@ -47,7 +47,7 @@ def test_filters_are_one_flat_document_of_indexed_fields() -> None:
         "health.conditions.name": "tire_pressure_low",
         "anomaly.is_anomaly": True,
         "reported.control_unit_firmware.value": 1000,
-        "_id": {"$gte": "car1.", "$lt": "car1/"},  # the prefix as an index range
+        "car_id": {"$gte": "car1.", "$lt": "car1/"},  # the prefix as a range on the id's copy
         "last_seen": {"$gte": CLOCK - timedelta(minutes=5)},
     }
     calm = table_filter(TableQuery(anomaly="not anomalous", condition=ANY_CONDITION), CLOCK)
@@ -59,7 +59,7 @@ def test_filters_are_one_flat_document_of_indexed_fields() -> None:
 
 def test_prefix_ranges() -> None:
     assert prefix_range("car1") == {"$gte": "car1", "$lt": "car2"}
-    assert prefix_range("z\U0010ffff") == {"$gte": "z\U0010ffff"}
+    assert prefix_range("z\U0010ffff") == {"$gte": "z\U0010ffff", "$lt": "{"}
 
 
 def test_merge_joins_ranges_and_falls_back_to_and_on_a_clash() -> None:
@@ -103,10 +103,22 @@ def test_unknown_condition_is_refused() -> None:
 def test_keyset_pages_by_car_id() -> None:
     first = page_queries(TableQuery(firmware=1000), CLOCK)
     assert first == [({"reported.control_unit_firmware.value": 1000}, [("_id", 1)])]
-    after = page_queries(TableQuery(search="car", after=(None, "car77")), CLOCK)
-    assert after == [({"_id": {"$gte": "car", "$lt": "cas", "$gt": "car77"}}, [("_id", 1)])]
-    back = page_queries(TableQuery(reverse=True, after=(None, "car77")), CLOCK)
-    assert back == [({"_id": {"$lt": "car77"}}, [("_id", -1)])]
+    after = page_queries(TableQuery(firmware=1000, search="car", after=(None, "car77")), CLOCK)
+    assert after == [
+        (
+            {
+                "reported.control_unit_firmware.value": 1000,
+                "car_id": {"$gte": "car", "$lt": "cas"},
+                "_id": {"$gt": "car77"},
+            },
+            [("_id", 1)],
+        )
+    ]
+    back = page_queries(TableQuery(firmware=1000, reverse=True, after=(None, "car77")), CLOCK)
+    assert back == [
+        ({"reported.control_unit_firmware.value": 1000, "_id": {"$lt": "car77"}}, [("_id", -1)])
+    ]
+    # Without a narrowing filter: id windows (tests/ui/test_id_windows.py).
 
 
 def test_keyset_pages_by_score_continue_past_ties_then_below_then_nulls() -> None:
