@@ -152,7 +152,7 @@ def test_rebuild_while_queries_and_the_projector_run(fresh_settings: Settings) -
     assert all(t["last_reading"]["seq"] == 29 for t in twins.values())
     assert all(t["health"]["status"] == "ok" for t in twins.values())  # pressure back to 32
     names = {i["name"] for i in collection.list_indexes()}
-    assert {"condition", "anomalous", "last_seen", "firmware"} <= names
+    assert {"condition", "anomalous", "last_seen_car", "firmware", "car_id"} <= names
     leftovers = [n for n in collection.database.list_collection_names() if "rebuild" in n]
     assert leftovers == []
 

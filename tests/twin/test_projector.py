@@ -146,7 +146,7 @@ def test_health_conditions_of_each_failure_mode_on_the_twins(
     assert twins["healthy"]["health"]["status"] == "ok"
     assert twins["tires"]["health"]["status"] == "attention"
     names = {i["name"] for i in twins_collection(fresh_settings).list_indexes()}
-    assert {"condition", "anomalous", "last_seen", "firmware"} <= names
+    assert {"condition", "anomalous", "last_seen_car", "firmware", "car_id"} <= names
 
     # The same, through the CLI.
     env = cli_env(stack_env, fresh_settings) | {"COLUMNS": "200"}  # rich: no wrapping
