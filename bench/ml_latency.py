@@ -139,6 +139,9 @@ def main() -> None:  # noqa: PLR0915
     parser.add_argument("--cars", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--warmup", type=float, default=10.0)
+    parser.add_argument(
+        "--label", default="", help="keep the figures as latency_<label> (other fleet sizes)"
+    )
     parser.add_argument("--drain", type=float, default=120.0, help="seconds to wait at the end")
     args = parser.parse_args()
     interval = args.cars / args.rate
@@ -263,7 +266,7 @@ def main() -> None:  # noqa: PLR0915
         f"(ml.batch_size {settings.ml.batch_size}, poll {settings.ml.poll_timeout} s; twin "
         f"batch {settings.twin.batch_size}, poll {settings.twin.poll_timeout} s)",
     }
-    write_results("latency", figures)
+    write_results(f"latency_{args.label}" if args.label else "latency", figures)
     print(json.dumps(figures, indent=1))
 
 
