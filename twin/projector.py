@@ -266,7 +266,7 @@ class Projector:
                 for selected in chunks_by_car(messages, self.settings.twin.write_chunk):
                     while len(in_flight) >= depth:
                         written += self._finish(*in_flight.popleft())
-                    events, _offsets = self.decode(selected)
+                    events = self.decode(selected)
                     cars: list[Written] = []
                     in_flight.append((pool.submit(self._apply, by_car(events), cars), cars))
                 while in_flight:
@@ -326,10 +326,11 @@ class Projector:
         self.applied += applied
         return applied.cars_written
 
-    def decode(self, messages: Sequence[Raw]) -> tuple[list[Envelope], dict[tuple[str, int], int]]:
-        events, offsets, undecodable = decode_messages(messages, self.codecs)
+    def decode(self, messages: Sequence[Raw]) -> list[Envelope]:
+        """The chunk's events (the batch's offsets are taken from the raw messages)."""
+        events, _offsets, undecodable = decode_messages(messages, self.codecs)
         metrics.EVENTS.labels("undecodable").inc(undecodable)
-        return events, offsets
+        return events
 
     def commit(self, consumer: Consumer, offsets: dict[tuple[str, int], int]) -> None:
         """Commit after the write; a commit that fails only costs a harmless redelivery."""
