@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from ui import cached
+
 st.set_page_config(
     page_title="Fleet explorer",
     page_icon=":material/directions_car:",
@@ -25,4 +27,7 @@ PAGES = {
     ],
 }
 
+# Once per process and database: the whole-fleet reads a server may need (the fleet's size,
+# the unfiltered first pages) start in the background now, before anyone opens those pages.
+cached.warm_up(cached.key())
 st.navigation(PAGES).run()

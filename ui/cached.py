@@ -9,21 +9,26 @@ passed as ``_clock`` (not part of the key): an entry may use a clock up to its T
 
 from __future__ import annotations
 
+import logging
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import streamlit as st
+from pymongo.errors import PyMongoError
 
-from ui import context, streams, twin_reads
+from ui import anchors, context, fleet_count, streams, twin_reads
 from ui.twin_reads import Cursor, FleetSummary, TableQuery
 
-Key = tuple[str, str, str]
+Key = anchors.Key
+log = logging.getLogger(__name__)
 #: Fleet figures on the overview are at most this old (its default refresh interval).
 SUMMARY_TTL_S = 10
 #: Table counts and pages are at most this old (a filter change asks again at once).
 TABLE_TTL_S = 30
 #: The number of twins changes only when cars join, and counting them is not free on every
-#: server (SecantusDB walks every document for it): reread once a minute.
+#: server (SecantusDB walks every document for it): recounted in the background once it is
+#: this old (ui/fleet_count.py).
 SIZE_TTL_S = 60
 
 
@@ -32,10 +37,10 @@ def key() -> Key:
     return (s.mongodb_uri, s.mongodb.database, s.twin.collection)
 
 
-@st.cache_data(ttl=SIZE_TTL_S, show_spinner=False)
 def fleet_size(k: Key) -> int:
+    twins = context.twins()  # the handle, made here: a refresh thread has no Streamlit session
     with context.mongo_errors():
-        return context.twins().estimated_document_count()
+        return fleet_count.latest(k, twins.estimated_document_count, SIZE_TTL_S)
 
 
 @st.cache_data(ttl=SUMMARY_TTL_S, max_entries=64, show_spinner=False)
@@ -65,31 +70,31 @@ def table_count(k: Key, query: TableQuery, _clock: datetime | None) -> int:
         return twin_reads.table_count(context.twins(), query, _clock, total)
 
 
-#: Where a first page ended (its last row's cursor), per database, search prefix, sort and
-#: direction, for the life of the process: later first pages read up to there and widen past
-#: it instead of reading every twin (`twin_reads.first_id_windows`, `page_queries`). Any row
-#: will do as a hint (also for "not anomalous" or "seen within", which ride along): a stale
-#: one costs time, never rows.
-ANCHORS: dict[tuple[Key, str, str, bool], Cursor] = {}
-
-
-def _anchor_key(k: Key, query: TableQuery) -> tuple[Key, str, str, bool]:
-    return (k, query.search.strip(), query.sort, query.reverse)
-
-
 @st.cache_data(ttl=TABLE_TTL_S, max_entries=256, show_spinner=False)
 def table_page(
     k: Key, query: TableQuery, _clock: datetime | None
 ) -> tuple[list[dict[str, Any]], Cursor | None]:
-    first = query.after is None
-    anchor = ANCHORS.get(_anchor_key(k, query)) if first else None
     with context.mongo_errors():
-        rows, last = twin_reads.table_page(context.twins(), query, _clock, anchor)
-    if first and last is not None and len(rows) == query.page_size:
-        if len(ANCHORS) > 1024:  # bounded: forget them all now and then
-            ANCHORS.clear()
-        ANCHORS[_anchor_key(k, query)] = last
-    return rows, last
+        if query.after is None:  # from the remembered anchor, or learning it (ui/anchors.py)
+            return anchors.first_page(context.twins(), k, query, _clock)
+        return twin_reads.table_page(context.twins(), query, _clock)
+
+
+@st.cache_resource(show_spinner=False)
+def warm_up(k: Key) -> None:
+    """Once per explorer process and database, in a background thread: count the twins and
+    learn the unfiltered first pages' anchors (ui/anchors.py), so that no user waits for the
+    whole-fleet reads these need on a server that reads a range whole (SecantusDB)."""
+    twins = context.twins()  # the handle, made here: the thread has no Streamlit session
+
+    def run() -> None:
+        try:
+            fleet_count.latest(k, twins.estimated_document_count, SIZE_TTL_S)
+            anchors.learn(twins, k)
+        except PyMongoError as exc:  # the pages say so when a user opens them
+            log.warning("explorer warm-up stopped: %s", exc)
+
+    threading.Thread(target=run, name="explorer-warm-up", daemon=True).start()
 
 
 @st.cache_data(ttl=2, show_spinner=False)

@@ -18,7 +18,7 @@ from fleet.settings import Settings
 from fleet.stack.ports import free_port
 from tests.ui.conftest import SILENT, Render, fleet_events, render_with
 from twin.health import CONDITION_NAMES
-from ui import cached
+from ui import anchors
 
 pytestmark = pytest.mark.integration
 
@@ -148,12 +148,12 @@ def test_table_pages_by_id_across_uneven_prefixes(fleet: Fleet, render: Render) 
     the remembered anchor and shows the same cars."""
     _settings, twins = fleet
     ids = sorted(t["_id"] for t in twins)
-    cached.ANCHORS.clear()  # other tests' pages left theirs (any id is a valid anchor)
+    anchors.ANCHORS.clear()  # other tests' pages left theirs (any id is a valid anchor)
     st.cache_data.clear()
     at = render("table")
     shown = list(at.dataframe[0].value["car"])
     assert shown == ids[:50]
-    assert cached.ANCHORS[(cached_key(fleet[0]), "", "car id", False)] == (ids[49], ids[49])
+    assert anchors.ANCHORS[(cached_key(fleet[0]), "", "car id", False)] == (ids[49], ids[49])
     at.button(key="table.next").click().run()
     assert list(at.dataframe[0].value["car"]) == ids[50:]
 
