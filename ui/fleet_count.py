@@ -28,6 +28,7 @@ class _Count:
 
 
 _counts: dict[Key, _Count] = {}
+_first: dict[Key, threading.Lock] = {}
 _guard = threading.Lock()
 
 
@@ -44,10 +45,14 @@ def latest(key: Key, count: Callable[[], int], max_age: float) -> int:
             ).start()
     if known is not None:
         return known.value
-    value = count()
     with _guard:
-        _counts[key] = _Count(value, time.monotonic())
-    return value
+        first = _first.setdefault(key, threading.Lock())
+    with first:  # one first count per key: who comes later waits for it, not counts again
+        if key not in _counts:
+            value = count()
+            with _guard:
+                _counts[key] = _Count(value, time.monotonic())
+        return _counts[key].value
 
 
 def _refresh(key: Key, count: Callable[[], int]) -> None:
@@ -66,3 +71,4 @@ def forget() -> None:
     """Drop every count (a test or benchmark that wants a fresh process's first render)."""
     with _guard:
         _counts.clear()
+        _first.clear()

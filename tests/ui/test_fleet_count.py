@@ -69,3 +69,21 @@ def test_a_failed_refresh_keeps_the_old_count_and_tries_again() -> None:
         return len(calls) >= 2
 
     wait_for(later_page, 10, "a second refresh", fatal=(AssertionError,))
+
+
+def test_pages_asking_at_once_share_the_first_count() -> None:
+    count = Counter(42)
+    count.gate.clear()  # the first count takes a while
+    answers: list[int] = []
+    threads = [
+        threading.Thread(target=lambda: answers.append(fleet_count.latest(KEY, count, 60)))
+        for _ in range(3)
+    ]
+    for thread in threads:
+        thread.start()
+    wait_for(lambda: count.calls == 1, 10, "the first count to start")
+    count.gate.set()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert answers == [42, 42, 42]
+    assert count.calls == 1
