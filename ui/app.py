@@ -27,7 +27,7 @@ PAGES = {
     ],
 }
 
-# Once per process and database: the whole-fleet reads a server may need (the fleet's size,
-# the unfiltered first pages) start in the background now, before anyone opens those pages.
+# Once per process and database: counting the twins (a whole-fleet read on some servers)
+# starts in the background now, before anyone opens a page that shows the count.
 cached.warm_up(cached.key())
 st.navigation(PAGES).run()

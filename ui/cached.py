@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import streamlit as st
-from pymongo.errors import PyMongoError
 
 from ui import anchors, context, fleet_count, streams, twin_reads
 from ui.twin_reads import Cursor, FleetSummary, TableQuery
@@ -50,6 +49,11 @@ def summary(k: Key, window_s: float, _clock: datetime | None) -> FleetSummary:
         return twin_reads.fleet_summary(context.twins(), timedelta(seconds=window_s), _clock, total)
 
 
+def _recent_cars() -> tuple[str, ...]:
+    """Car ids of the newest readings in Kafka (a sample of the fleet; empty if Kafka is away)."""
+    return streams.telemetry(context.settings()).recent_cars
+
+
 def fleet_clock() -> tuple[datetime, bool]:
     """The fleet's clock and whether it is the fleet's own: the event time of the newest reading
     on the telemetry topic (one fetch per partition; so a replayed or time-lapsed fleet reads
@@ -75,24 +79,22 @@ def table_page(
     k: Key, query: TableQuery, _clock: datetime | None
 ) -> tuple[list[dict[str, Any]], Cursor | None]:
     with context.mongo_errors():
-        if query.after is None:  # from the remembered anchor, or learning it (ui/anchors.py)
-            return anchors.first_page(context.twins(), k, query, _clock)
+        if query.after is None:  # from an anchor, remembered or guessed (ui/anchors.py)
+            return anchors.first_page(context.twins(), k, query, _clock, _recent_cars)
         return twin_reads.table_page(context.twins(), query, _clock)
 
 
 @st.cache_resource(show_spinner=False)
 def warm_up(k: Key) -> None:
-    """Once per explorer process and database, in a background thread: count the twins and
-    learn the unfiltered first pages' anchors (ui/anchors.py), so that no user waits for the
-    whole-fleet reads these need on a server that reads a range whole (SecantusDB)."""
+    """Once per explorer process and database, in a background thread: count the twins (the
+    overview and the table need the count; SecantusDB walks every twin for it)."""
     twins = context.twins()  # the handle, made here: the thread has no Streamlit session
 
     def run() -> None:
         try:
             fleet_count.latest(k, twins.estimated_document_count, SIZE_TTL_S)
-            anchors.learn(twins, k)
-        except PyMongoError as exc:  # the pages say so when a user opens them
-            log.warning("explorer warm-up stopped: %s", exc)
+        except Exception as exc:  # best effort: the pages report a failing server themselves
+            log.warning("explorer warm-up: the twins not counted: %s", exc)
 
     threading.Thread(target=run, name="explorer-warm-up", daemon=True).start()
 

@@ -21,6 +21,7 @@ class Telemetry:
     lag: int | None = None
     anomaly_events: int | None = None
     newest_ms: int | None = None
+    recent_cars: tuple[str, ...] = ()  # car ids of the newest readings (a sample of the fleet)
     error: str | None = None
 
 
@@ -39,7 +40,9 @@ def _telemetry(bootstrap: str, topic: str, group: str, anomalies: str, _s: Setti
         scores: int | None = stream_stats.topic_stats(_s, anomalies, group).events
     except Exception:
         scores = None
-    return Telemetry(stats.events, stats.end_offsets, stats.lag, scores, stats.newest_ms)
+    return Telemetry(
+        stats.events, stats.end_offsets, stats.lag, scores, stats.newest_ms, stats.recent_keys
+    )
 
 
 def telemetry(settings: Settings) -> Telemetry:

@@ -1,5 +1,5 @@
-"""The explorer's first-page anchors against the real MongoDB-wire server: learned once per
-order (also by a background warm-up), then used, and never learned twice at the same time."""
+"""The explorer's first-page anchors against the real MongoDB-wire server: guessed from a
+sample of car ids or learned, then remembered, and never learned twice at the same time."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import threading
 from typing import Any
 
 import pytest
-from pymongo import monitoring
 
 from fleet import clients
 from fleet.settings import Settings
@@ -20,53 +19,29 @@ pytestmark = pytest.mark.integration
 Fleet = tuple[Settings, list[dict[str, Any]]]
 
 
-class FindCounter(monitoring.CommandListener):
-    """Counts the `find` commands this client sends, and how many documents they return."""
-
-    def __init__(self) -> None:
-        self.finds = 0
-        self.lock = threading.Lock()
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if event.command_name == "find":
-            with self.lock:
-                self.finds += 1
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
-
-
 def where(settings: Settings) -> anchors.Key:
     return (settings.mongodb_uri, settings.mongodb.database, settings.twin.collection)
 
 
-def test_learn_anchors_the_default_orders_and_first_pages_read_from_them(fleet: Fleet) -> None:
+@pytest.mark.parametrize("sampled", [[30, 55], [49], [0], [59], []])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_a_first_page_from_a_guessed_anchor_is_the_first_page(
+    fleet: Fleet, sampled: list[int], reverse: bool
+) -> None:
+    """Whichever cars the sample holds (or none), the first page by id is the first 50 cars,
+    and its last row becomes the remembered anchor."""
     settings, twins = fleet
-    key = where(settings)
-    counter = FindCounter()
-    client = clients.mongo_client(settings, event_listeners=[counter])
-    collection = store.twins_collection(client[settings.mongodb.database], settings.twin.collection)
-    for query in anchors.DEFAULT_ORDERS:
-        anchors.ANCHORS.pop(anchors.anchor_key(key, query), None)
-
-    anchors.learn(collection, key)
-    learned = {
-        q.sort: anchors.ANCHORS.get(anchors.anchor_key(key, q)) for q in anchors.DEFAULT_ORDERS
-    }
     ids = sorted(t["_id"] for t in twins)
-    assert learned["car id"] == (ids[49], ids[49])
-    assert all(learned.values()), learned
-
-    # A first page by id is now the range up to the anchor: one find, the 50 cars.
-    before = counter.finds
-    rows, last = anchors.first_page(collection, key, TableQuery(), None)
-    assert [r["car"] for r in rows] == ids[:50]
-    assert last == (ids[49], ids[49])
-    assert counter.finds - before == 1
+    key, query = where(settings), TableQuery(reverse=reverse)
+    anchors.ANCHORS.pop(anchors.anchor_key(key, query), None)
+    client = clients.mongo_client(settings)
+    collection = store.twins_collection(client[settings.mongodb.database], settings.twin.collection)
+    rows, last = anchors.first_page(collection, key, query, None, lambda: [ids[i] for i in sampled])
     client.close()
+    expected = ids[::-1][:50] if reverse else ids[:50]
+    assert [r["car"] for r in rows] == expected
+    assert last == (expected[-1], expected[-1])
+    assert anchors.ANCHORS[anchors.anchor_key(key, query)] == last
 
 
 def test_concurrent_first_pages_learn_an_anchor_once(
