@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -217,21 +218,34 @@ def id_windows_before(before: str, within: str = "") -> list[Filter]:
     return windows
 
 
-def first_id_windows(within: str, direction: int, anchor: str | None) -> list[Filter]:
-    """The first page's id ranges. Where the first page ends is unknowable without reading,
-    so the first ever first page is one range (the search prefix's, or every id); its last id
-    is then remembered (``anchor``) and later first pages read up to it, then widen past it."""
+def first_id_windows(within: str, direction: int, stops: Sequence[str] = ()) -> list[Filter]:
+    """The first page's id ranges. Where the first page ends is unknowable without reading, so
+    with no ``stops`` it is one range (the search prefix's, or every id). ``stops`` are ids
+    known or likely to be in the list (a remembered first page's last id, or a sample of the
+    fleet's ids): the page then reads up to the first stop, from there to the next, ... and
+    past the last widens as `id_windows_after` does (mirrored when descending). Stops sampled
+    from the fleet cut it into gaps of about equal size, whatever the ids look like."""
     bounds = prefix_range(within)  # the empty prefix: every string
-    if anchor is None or not anchor.startswith(within):
+    ordered = sorted({stop for stop in stops if stop.startswith(within)})
+    if not ordered:
         return [bounds]
     if direction == ASCENDING:
-        return [{"$gte": within, "$lte": anchor}, *id_windows_after(anchor, within)]
+        gaps = [{"$gt": low, "$lte": high} for low, high in itertools.pairwise(ordered)]
+        return [
+            {"$gte": within, "$lte": ordered[0]},
+            *gaps,
+            *id_windows_after(ordered[-1], within),
+        ]
     upto = {"$lt": bounds["$lt"]} if "$lt" in bounds else {}
-    return [{"$gte": anchor, **upto}, *id_windows_before(anchor, within)]
+    gaps = [{"$gte": low, "$lt": high} for low, high in itertools.pairwise(ordered)]
+    return [{"$gte": ordered[-1], **upto}, *gaps[::-1], *id_windows_before(ordered[0], within)]
 
 
 def page_queries(
-    query: TableQuery, clock: datetime | None, anchor: Cursor | None = None
+    query: TableQuery,
+    clock: datetime | None,
+    anchor: Cursor | None = None,
+    id_stops: Sequence[str] = (),
 ) -> list[tuple[Filter, list[Any]]]:
     """The keyset page as a few (filter, sort) queries, read in order until the page is full.
 
@@ -244,8 +258,9 @@ def page_queries(
     a search prefix, "not anomalous", "seen within"), id windows on the `car_id` index
     (`id_windows_after`), put first in the filter because SecantusDB routes a filter's first
     indexed field (measured: 0.2 s against 23 s for the other order); the rest rides along.
-    ``anchor`` is a remembered last row of a first page in this order (`first_id_windows`);
-    any row will do, it changes what a first page costs, never what it shows.
+    ``anchor`` is a remembered last row of a first page in this order, ``id_stops`` (by car id,
+    without an anchor) a sample of the fleet's ids (`first_id_windows`): any rows will do,
+    they change what a first page costs, never what it shows.
     """
     path, direction = SORTABLE[query.sort]
     if query.reverse:
@@ -259,7 +274,7 @@ def page_queries(
             return [(merge(where, keyset), [("_id", direction)])]
         rest = {k: v for k, v in where.items() if k != ID}
         if query.after is None:
-            windows = first_id_windows(search, direction, anchor[1] if anchor else None)
+            windows = first_id_windows(search, direction, [anchor[1]] if anchor else id_stops)
         elif direction == ASCENDING:
             windows = id_windows_after(query.after[1], search)
         else:
@@ -476,11 +491,15 @@ def table_count(
 
 
 def table_page(
-    twins: Twins, query: TableQuery, clock: datetime | None, anchor: Cursor | None = None
+    twins: Twins,
+    query: TableQuery,
+    clock: datetime | None,
+    anchor: Cursor | None = None,
+    id_stops: Sequence[str] = (),
 ) -> tuple[list[dict[str, Any]], Cursor | None]:
     """One keyset page (only the table's fields) and the cursor of its last row."""
     docs: list[dict[str, Any]] = []
-    for where, sort in page_queries(query, clock, anchor):
+    for where, sort in page_queries(query, clock, anchor, id_stops):
         wanted = query.page_size - len(docs)
         if wanted <= 0:
             break

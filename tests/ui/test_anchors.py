@@ -28,8 +28,8 @@ def where(settings: Settings) -> anchors.Key:
 def test_a_first_page_from_a_guessed_anchor_is_the_first_page(
     fleet: Fleet, sampled: list[int], reverse: bool
 ) -> None:
-    """Whichever cars the sample holds (or none), the first page by id is the first 50 cars,
-    and its last row becomes the remembered anchor."""
+    """Whichever cars the sample of ids holds (or none), the first page by id is the first 50
+    cars, and its last row becomes the remembered anchor."""
     settings, twins = fleet
     ids = sorted(t["_id"] for t in twins)
     key, query = where(settings), TableQuery(reverse=reverse)
@@ -58,9 +58,9 @@ def test_concurrent_first_pages_learn_an_anchor_once(
     used: list[Any] = []
     table_page = anchors.twin_reads.table_page
 
-    def recording(twins: Any, query: TableQuery, clock: Any, anchor: Any = None) -> Any:
+    def recording(twins: Any, query: TableQuery, clock: Any, anchor: Any, stops: Any) -> Any:
         used.append(anchor)
-        return table_page(twins, query, clock, anchor)
+        return table_page(twins, query, clock, anchor, stops)
 
     monkeypatch.setattr(anchors.twin_reads, "table_page", recording)
     pages: list[Any] = []

@@ -127,17 +127,28 @@ def test_windows_hold_every_later_id_once_in_order(within: str) -> None:
 
 
 @pytest.mark.parametrize("within", ["", "car", "truck-"])
-def test_first_page_windows_with_and_without_an_anchor(within: str) -> None:
+def test_first_page_windows_with_and_without_stops(within: str) -> None:
     ids = fleet_ids()
     scope = [c for c in ids if c.startswith(within)]
-    assert read(ids, first_id_windows(within, 1, None)) == scope  # one range: all of it
-    for anchor in (scope[0], scope[49], scope[-1], "car17x"):  # any id, even a gone one
-        if anchor.startswith(within):
-            assert read(ids, first_id_windows(within, 1, anchor)) == scope, anchor
-            assert (
-                read(ids, first_id_windows(within, -1, anchor), descending=True) == (scope[::-1])
-            ), anchor
-    assert first_id_windows("car", 1, "truck-1") == [prefix_range("car")]  # not this search
+    assert read(ids, first_id_windows(within, 1)) == scope  # one range: all of it
+    sample = random.Random(7).sample(ids, 12)
+    for stops in ([scope[0]], [scope[49]], [scope[-1]], ["car17x"], sample, [*sample, *sample]):
+        # any ids, even gone ones or ones outside the search, in any order, repeated or not
+        assert read(ids, first_id_windows(within, 1, stops)) == scope, stops
+        descending = read(ids, first_id_windows(within, -1, stops), descending=True)
+        assert descending == scope[::-1], stops
+    assert first_id_windows("car", 1, ["truck-1"]) == [prefix_range("car")]  # not this search
+
+
+def test_sampled_stops_cut_the_first_page_into_small_gaps() -> None:
+    """A prefix of many ids (car1 < car10 < ... < car19999) costs nothing special: each
+    window between two sampled ids holds about len(ids) / len(sample) of them."""
+    ids = sorted(f"car{n}" for n in range(1, 20_001))
+    sample = [f"car{n}" for n in range(1, 20_001, 100)]  # 200 of them
+    windows = first_id_windows("", 1, sample)
+    sizes = [len(read(ids, [w])) for w in windows[:50]]
+    assert sum(sizes[:5]) < 500 and max(sizes) <= 250, sizes
+    assert read(ids, windows) == ids
 
 
 def test_all_cars_by_id_are_id_windows_on_the_indexed_copy() -> None:
@@ -146,7 +157,7 @@ def test_all_cars_by_id_are_id_windows_on_the_indexed_copy() -> None:
     assert all(list(where) == [ID] for where, _ in queries)
     back = page_queries(TableQuery(reverse=True, after=("car77", "car77")), CLOCK)
     assert back[0] == ({ID: {"$gte": "car76", "$lt": "car77"}}, [(ID, -1)])
-    first = page_queries(TableQuery(), CLOCK, anchor=("car140", "car140"))
+    first = page_queries(TableQuery(), CLOCK, anchor=("car140", "car140"), id_stops=["car7"])
     assert first[0] == ({ID: {"$gte": "", "$lte": "car140"}}, [(ID, 1)])
     assert page_queries(TableQuery(), CLOCK) == [({ID: {"$gte": ""}}, [(ID, 1)])]
 

@@ -210,15 +210,3 @@ def test_event_rate_needs_two_samples_a_second_apart() -> None:
 def test_ago() -> None:
     assert present.ago(CLOCK - timedelta(minutes=3), CLOCK) == "3 min before"
     assert present.ago(None, CLOCK) == "never"
-
-
-def test_an_anchor_is_guessed_from_sampled_ids_for_pages_by_id_only() -> None:
-    from ui.anchors import guess
-
-    sample = ["car7", "car12", "car300", "bus2"]
-    assert guess(sample, TableQuery()) == ("bus2", "bus2")  # the first in id order
-    assert guess(sample, TableQuery(reverse=True)) == ("car7", "car7")  # the last
-    assert guess(sample, TableQuery(search="car3")) == ("car300", "car300")  # within the prefix
-    assert guess(sample, TableQuery(search="truck")) is None
-    assert guess([], TableQuery()) is None
-    assert guess(sample, TableQuery(sort="anomaly score (highest first)")) is None
