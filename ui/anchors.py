@@ -9,9 +9,9 @@ before the anchor. Any row is a valid anchor, so a poor one costs time, never ro
 
 - A first page's last row is remembered as its anchor for the life of the process.
 - By car id, before one is remembered, a sample of the fleet's ids serves as anchors: the
-  cars of the newest readings in Kafka, which the explorer reads anyway for the fleet clock.
-  They cut the fleet into gaps of about equal size (1,200 ids sampled from 100,000 cars: ~80
-  cars a gap), and the page reads gaps until it is full. Without a sample (Kafka away or
+  car ids of the oldest and newest readings in Kafka (`stream_stats.sample_keys`). They cut
+  the fleet into gaps (1,200 ids sampled from 100,000 cars: ~80 cars a gap when the sample
+  is even), and the page reads gaps until it is full. Without a sample (Kafka away or
   empty), and by score or last seen, a process's first first page reads the whole range.
 - One reader per anchor at a time (`first_page`): a request that arrives while another one
   is learning the same anchor waits for it, then reads from the anchor, instead of starting a

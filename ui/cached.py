@@ -50,8 +50,9 @@ def summary(k: Key, window_s: float, _clock: datetime | None) -> FleetSummary:
 
 
 def _recent_cars() -> tuple[str, ...]:
-    """Car ids of the newest readings in Kafka (a sample of the fleet; empty if Kafka is away)."""
-    return streams.telemetry(context.settings()).recent_cars
+    """A sample of the fleet's car ids, from both ends of the telemetry topic (empty if Kafka
+    cannot tell)."""
+    return streams.car_sample(context.settings())
 
 
 def fleet_clock() -> tuple[datetime, bool]:

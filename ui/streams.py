@@ -21,7 +21,6 @@ class Telemetry:
     lag: int | None = None
     anomaly_events: int | None = None
     newest_ms: int | None = None
-    recent_cars: tuple[str, ...] = ()  # car ids of the newest readings (a sample of the fleet)
     error: str | None = None
 
 
@@ -40,9 +39,7 @@ def _telemetry(bootstrap: str, topic: str, group: str, anomalies: str, _s: Setti
         scores: int | None = stream_stats.topic_stats(_s, anomalies, group).events
     except Exception:
         scores = None
-    return Telemetry(
-        stats.events, stats.end_offsets, stats.lag, scores, stats.newest_ms, stats.recent_keys
-    )
+    return Telemetry(stats.events, stats.end_offsets, stats.lag, scores, stats.newest_ms)
 
 
 def telemetry(settings: Settings) -> Telemetry:
@@ -53,6 +50,19 @@ def telemetry(settings: Settings) -> Telemetry:
         settings.topics.anomalies,
         settings,
     )
+
+
+@st.cache_data(ttl=300, show_spinner=False)
+def _car_sample(bootstrap: str, topic: str, _s: Settings) -> tuple[str, ...]:
+    try:
+        return stream_stats.sample_keys(_s, topic)
+    except Exception:  # librdkafka's errors: no sample, the table reads the slow way
+        return ()
+
+
+def car_sample(settings: Settings) -> tuple[str, ...]:
+    """Car ids from the telemetry topic, for the fleet table's first page (ui/anchors.py)."""
+    return _car_sample(settings.kafka_bootstrap, settings.topics.telemetry, settings)
 
 
 def rate(state: Any, end_offsets: int, now: float | None = None) -> float | None:

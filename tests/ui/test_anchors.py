@@ -78,3 +78,33 @@ def test_concurrent_first_pages_learn_an_anchor_once(
     assert len(pages[0][0]) == 50
     assert used[0] is None  # the first read had no anchor ...
     assert used[1] == anchors.ANCHORS[anchors.anchor_key(key, query)]  # ... the second had it
+
+
+def test_the_car_sample_comes_from_both_ends_of_every_partition(stack_env: Any) -> None:
+    """Cars published in order (as a simulated fleet publishes a step): the sample holds the
+    first and the last cars of each partition, so it spans the whole order."""
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+    from tests.conftest import isolate
+    from tests.kafka import produce
+    from tests.ui.fleetdata import simulated_events
+    from ui import stream_stats
+
+    settings = isolate(Settings())
+    readings, _scores = simulated_events(cars=200, steps=1, failure_rate=0.0, scored=0)
+    produce(settings, readings)
+    topic = settings.topics.telemetry
+    reader = clients.kafka_consumer(settings, "test-sample-reader")
+    partitions = reader.list_topics(topic, timeout=10).topics[topic].partitions
+    reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    order: dict[int, list[str]] = {}
+    while sum(len(keys) for keys in order.values()) < len(readings):
+        for message in reader.consume(1000, timeout=1.0):
+            if message.error() is None:
+                order.setdefault(message.partition() or 0, []).append(message.key().decode())
+    reader.close()
+
+    sample = set(stream_stats.sample_keys(settings, topic, per_end=3))
+    ends = {key for keys in order.values() for key in (*keys[:3], *keys[-3:])}
+    assert sample == ends
+    assert stream_stats.sample_keys(settings, "no-such-topic") == ()
