@@ -339,8 +339,8 @@ def main() -> None:
             for r in rows
         ),
         "",
-        "In a fresh explorer process (the start-up warm-up counts the twins and finds where "
-        "the unfiltered first pages end, in the background):",
+        "In a fresh explorer process (its start-up warm-up counts the twins in the background; "
+        "the first page by id reads between car ids sampled from Kafka):",
         "",
         "| page | opened at start (s) | warm-up (s) | opened after the warm-up (s) |",
         "| --- | --- | --- | --- |",
