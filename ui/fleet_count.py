@@ -37,8 +37,7 @@ def latest(key: Key, count: Callable[[], int], max_age: float) -> int:
     seconds old plus one count's time; the first one is counted here, errors included."""
     with _guard:
         known = _counts.get(key)
-        stale = known is not None and time.monotonic() - known.at > max_age
-        if stale and known is not None and not known.refreshing:
+        if known is not None and not known.refreshing and time.monotonic() - known.at > max_age:
             known.refreshing = True
             threading.Thread(
                 target=_refresh, args=(key, count), name="fleet-size", daemon=True
