@@ -60,7 +60,8 @@ def _refresh(key: Key, count: Callable[[], int]) -> None:
     except Exception as exc:  # the previous count stays; the pages report a failing server
         log.warning("fleet size not refreshed: %s", exc)
         with _guard:
-            _counts[key].refreshing = False
+            if (known := _counts.get(key)) is not None:  # (unless forgotten meanwhile)
+                known.refreshing = False
         return
     with _guard:
         _counts[key] = _Count(value, time.monotonic())
