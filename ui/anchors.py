@@ -11,8 +11,11 @@ before the anchor. Any row is a valid anchor, so a poor one costs time, never ro
 - By car id, before one is remembered, a sample of the fleet's ids serves as anchors: the
   car ids of the oldest and newest readings in Kafka (`stream_stats.sample_keys`). They cut
   the fleet into gaps (1,200 ids sampled from 100,000 cars: ~80 cars a gap when the sample
-  is even), and the page reads gaps until it is full. Without a sample (Kafka away or
-  empty), and by score or last seen, a process's first first page reads the whole range.
+  is even), and the page reads gaps until it is full.
+- By score, highest first and unfiltered, before one is remembered: the anomalous cars'
+  scores give one (`twin_reads.anomalous_anchor`, through the anomaly index).
+- Otherwise (by last seen, by lowest score, by id without a sample from Kafka, by score with
+  no car anomalous), a process's first such first page reads the whole range.
 - One reader per anchor at a time (`first_page`): a request that arrives while another one
   is learning the same anchor waits for it, then reads from the anchor, instead of starting a
   second whole-fleet read on a busy server.
@@ -63,6 +66,10 @@ def first_page(
         anchor = ANCHORS.get(key)
         by_id = twin_reads.SORTABLE[query.sort][0] == "_id"
         stops = tuple(sample()) if anchor is None and by_id else ()
+        if anchor is None and query == TableQuery(
+            sort=twin_reads.BY_SCORE, page_size=query.page_size
+        ):
+            anchor = twin_reads.anomalous_anchor(twins, query.page_size)
         rows, last = twin_reads.table_page(twins, query, clock, anchor, stops)
         with _guard:
             if last is not None and len(rows) == query.page_size:

@@ -33,10 +33,11 @@ SCORE = "anomaly.score"
 CONDITION = "health.conditions.name"
 #: The condition choice meaning "at least one condition" (health status `attention`).
 ANY_CONDITION = "any condition"
+BY_SCORE = "anomaly score (highest first)"
 #: Sort orders offered by the table: label -> the indexed field (ties broken by car id).
 SORTABLE: dict[str, tuple[str, int]] = {
     "car id": ("_id", ASCENDING),
-    "anomaly score (highest first)": (SCORE, DESCENDING),
+    BY_SCORE: (SCORE, DESCENDING),
     "last seen (oldest first)": ("last_seen", ASCENDING),
 }
 #: Below every number / date: "any value that is not null".
@@ -519,6 +520,17 @@ def similar_ids(twins: Twins, car_id: str) -> list[str]:
     candidates = sorted(stems | {car_id.lower(), car_id.upper()} - {car_id}, key=len, reverse=True)
     found = {d["_id"] for d in twins.find({"_id": {"$in": candidates}}, {"_id": 1})}
     return [c for c in candidates if c in found][:5]
+
+
+def anomalous_anchor(twins: Twins, page_size: int) -> Cursor | None:
+    """An anchor for the first page by score (highest first): the ``page_size``-th highest
+    score among the anomalous cars (the lowest of them, if fewer), read through the anomaly
+    index, so it costs what the anomalous cars are, not the fleet. Anomalous cars score above
+    their threshold and the others below it, so with one model live about ``page_size`` cars
+    score above this anchor; None when no car is anomalous."""
+    cursor = twins.find({ANOMALOUS: True}, {SCORE: 1})
+    top = list(cursor.sort([(SCORE, DESCENDING), ("_id", ASCENDING)]).limit(page_size))
+    return (top[-1]["anomaly"]["score"], top[-1]["_id"]) if top else None
 
 
 def leaderboard(

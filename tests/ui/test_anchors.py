@@ -11,12 +11,16 @@ import pytest
 from fleet import clients
 from fleet.settings import Settings
 from twin import store
-from ui import anchors
+from ui import anchors, twin_reads
 from ui.twin_reads import TableQuery
 
 pytestmark = pytest.mark.integration
 
 Fleet = tuple[Settings, list[dict[str, Any]]]
+
+
+def score(twin: dict[str, Any]) -> float:
+    return float((twin["anomaly"] or {"score": 0.0})["score"])
 
 
 def where(settings: Settings) -> anchors.Key:
@@ -42,6 +46,32 @@ def test_a_first_page_from_a_guessed_anchor_is_the_first_page(
     assert [r["car"] for r in rows] == expected
     assert last == (expected[-1], expected[-1])
     assert anchors.ANCHORS[anchors.anchor_key(key, query)] == last
+
+
+def test_the_first_page_by_top_score_starts_from_the_anomalous_cars(
+    fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, twins = fleet
+    key, query = where(settings), TableQuery(sort=twin_reads.BY_SCORE)
+    anchors.ANCHORS.pop(anchors.anchor_key(key, query), None)
+    used: list[Any] = []
+    table_page = twin_reads.table_page
+
+    def recording(twins: Any, query: TableQuery, clock: Any, anchor: Any, stops: Any) -> Any:
+        used.append(anchor)
+        return table_page(twins, query, clock, anchor, stops)
+
+    monkeypatch.setattr(twin_reads, "table_page", recording)
+    client = clients.mongo_client(settings)
+    collection = store.twins_collection(client[settings.mongodb.database], settings.twin.collection)
+    rows, _last = anchors.first_page(collection, key, query, None)
+    client.close()
+    ranked = sorted(twins, key=lambda t: (t["anomaly"] is None, -score(t), t["_id"]))
+    anomalous = [t for t in ranked if t["anomaly"] and t["anomaly"]["is_anomaly"]]
+    fiftieth = anomalous[: query.page_size][-1]  # or the last, if fewer
+    assert used == [(fiftieth["anomaly"]["score"], fiftieth["_id"])]
+    expected = ranked
+    assert [r["car"] for r in rows] == [t["_id"] for t in expected[:50]]
 
 
 def test_concurrent_first_pages_learn_an_anchor_once(
