@@ -351,7 +351,8 @@ def main() -> None:
         ),
         "",
         "In a fresh explorer process (its start-up warm-up counts the twins in the background; "
-        "the first page by id reads between car ids sampled from Kafka):",
+        "the first page by id starts from car ids sampled from Kafka, by score from the "
+        "anomalous cars):",
         "",
         "| page | opened at start (s) | warm-up (s) | opened after the warm-up (s) |",
         "| --- | --- | --- | --- |",
