@@ -29,12 +29,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ui import twin_reads
-from ui.twin_reads import Cursor, TableQuery, Twins
+from ui.twin_reads import Cursor, TableQuery, Twins, Where
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, str, str]  # (server, database, collection)
-AnchorKey = tuple[Key, str, str, bool]  # (where, search prefix, sort, reverse)
+AnchorKey = tuple[Where, str, str, bool]  # (where, search prefix, sort, reverse)
 #: Bounded: past this many, all are forgotten (each is only a hint).
 MOST_ANCHORS = 1024
 ANCHORS: dict[AnchorKey, Cursor] = {}
@@ -42,13 +41,13 @@ _guard = threading.Lock()
 _learning: dict[AnchorKey, threading.Lock] = {}
 
 
-def anchor_key(where: Key, query: TableQuery) -> AnchorKey:
+def anchor_key(where: Where, query: TableQuery) -> AnchorKey:
     return (where, query.search.strip(), query.sort, query.reverse)
 
 
 def first_page(
     twins: Twins,
-    where: Key,
+    where: Where,
     query: TableQuery,
     clock: Any,
     sample: Callable[[], Iterable[str]] = tuple,

@@ -19,7 +19,7 @@ import streamlit as st
 from ui import anchors, context, fleet_count, streams, twin_reads
 from ui.twin_reads import Cursor, FleetSummary, TableQuery
 
-Key = anchors.Key
+Key = twin_reads.Where
 log = logging.getLogger(__name__)
 #: Fleet figures on the overview are at most this old (its default refresh interval).
 SUMMARY_TTL_S = 10

@@ -15,9 +15,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-log = logging.getLogger(__name__)
+from ui.twin_reads import Where
 
-Key = tuple[str, str, str]  # (server, database, collection)
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -27,12 +27,12 @@ class _Count:
     refreshing: bool = False
 
 
-_counts: dict[Key, _Count] = {}
-_first: dict[Key, threading.Lock] = {}
+_counts: dict[Where, _Count] = {}
+_first: dict[Where, threading.Lock] = {}
 _guard = threading.Lock()
 
 
-def latest(key: Key, count: Callable[[], int], max_age: float) -> int:
+def latest(key: Where, count: Callable[[], int], max_age: float) -> int:
     """The last count of ``key``'s twins (``count()`` counts them), at most about ``max_age``
     seconds old plus one count's time; the first one is counted here, errors included."""
     with _guard:
@@ -54,7 +54,7 @@ def latest(key: Key, count: Callable[[], int], max_age: float) -> int:
         return _counts[key].value
 
 
-def _refresh(key: Key, count: Callable[[], int]) -> None:
+def _refresh(key: Where, count: Callable[[], int]) -> None:
     try:
         value = count()
     except Exception as exc:  # the previous count stays; the pages report a failing server

@@ -31,20 +31,9 @@ class TopicStats:
 
 def topic_stats(settings: Settings, topic: str, group: str) -> TopicStats:
     """Raises ``LookupError`` if the topic does not exist, ``KafkaException`` if Kafka is away."""
-    # A throwaway group id for this probe; the group whose lag we read is only looked up.
-    probe = clients.kafka_consumer(
-        settings, f"fleet-ui-probe-{uuid.uuid4().hex[:8]}", **{"socket.timeout.ms": 3000}
-    )
+    probe = _probe(settings)
     try:
-        metadata = probe.list_topics(topic, timeout=TIMEOUT_S)
-        info = metadata.topics.get(topic)
-        if info is None or info.error is not None or not info.partitions:
-            raise LookupError(f"topic {topic} does not exist")
-        partitions = sorted(info.partitions)
-        marks = {
-            p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=TIMEOUT_S)
-            for p in partitions
-        }
+        marks = _watermarks(probe, topic)
         events = sum(high - low for low, high in marks.values())
         end = sum(high for _low, high in marks.values())
         newest = newest_event_time(probe, topic, marks)
@@ -55,6 +44,27 @@ def topic_stats(settings: Settings, topic: str, group: str) -> TopicStats:
     except KafkaException:  # e.g. the group coordinator is still loading: lag unknown
         lag = None
     return TopicStats(topic, events, end, lag, newest)
+
+
+def _probe(settings: Settings) -> Consumer:
+    """A consumer that only asks questions, under a throwaway group id (the group whose lag
+    we read is only looked up); it reports a partition's end as an event."""
+    return clients.kafka_consumer(
+        settings,
+        f"fleet-ui-probe-{uuid.uuid4().hex[:8]}",
+        **{"socket.timeout.ms": 3000, "enable.partition.eof": True},
+    )
+
+
+def _watermarks(probe: Consumer, topic: str) -> dict[int, tuple[int, int]]:
+    """(low, high) watermarks per partition; ``LookupError`` if the topic does not exist."""
+    info = probe.list_topics(topic, timeout=TIMEOUT_S).topics.get(topic)
+    if info is None or info.error is not None or not info.partitions:
+        raise LookupError(f"topic {topic} does not exist")
+    return {
+        p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=TIMEOUT_S)
+        for p in sorted(info.partitions)
+    }
 
 
 def newest_event_time(
@@ -93,20 +103,13 @@ def sample_keys(settings: Settings, topic: str, per_end: int = SAMPLE_PER_END) -
     sample of the fleet's cars for the fleet table (ui/anchors.py). Both ends, because a
     fleet simulated step by step publishes in car order, so one end alone may hold only the
     cars at one end of the order. Two fetches a partition; empty if Kafka cannot tell."""
-    probe = clients.kafka_consumer(
-        settings,
-        f"fleet-ui-probe-{uuid.uuid4().hex[:8]}",
-        **{"socket.timeout.ms": 3000, "enable.partition.eof": True},
-    )
+    probe = _probe(settings)
     keys: set[str] = set()
     try:
-        info = probe.list_topics(topic, timeout=TIMEOUT_S).topics.get(topic)
-        if info is None or info.error is not None:
+        try:
+            marks = _watermarks(probe, topic)
+        except LookupError:
             return ()
-        marks = {
-            p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=TIMEOUT_S)
-            for p in sorted(info.partitions)
-        }
         for end in ("oldest", "newest"):
             starts = {
                 p: low if end == "oldest" else max(low, high - per_end)

@@ -24,6 +24,7 @@ from pymongo.collection import Collection
 from twin.health import CONDITION_NAMES
 
 Twins = Collection[dict[str, Any]]
+Where = tuple[str, str, str]  # where the twins live: (server, database, collection)
 Filter = dict[str, Any]
 AnomalyChoice = Literal["any", "anomalous", "not anomalous"]
 

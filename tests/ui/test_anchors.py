@@ -23,7 +23,7 @@ def score(twin: dict[str, Any]) -> float:
     return float((twin["anomaly"] or {"score": 0.0})["score"])
 
 
-def where(settings: Settings) -> anchors.Key:
+def where(settings: Settings) -> twin_reads.Where:
     return (settings.mongodb_uri, settings.mongodb.database, settings.twin.collection)
 
 
