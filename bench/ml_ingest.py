@@ -24,7 +24,7 @@ import fastavro
 from bench._ml_common import stack, write_results
 from fleet.avro import load_schema
 from ml import kafka_source, simdata
-from ml.bulk_avro import TelemetryBatchDecoder
+from fleet.bulk_avro import TelemetryBatchDecoder
 
 STREAM_TIMEOUT_MS = 3000
 

@@ -24,7 +24,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_ex
 from fleet import clients
 from fleet.logs import get_logger
 from fleet.settings import Settings
-from ml.bulk_avro import TelemetryBatchDecoder
+from fleet.bulk_avro import TelemetryBatchDecoder
 
 log = get_logger("ml.kafka_source")
 

@@ -1,6 +1,6 @@
 """Live scoring: telemetry in, one anomaly event per reading out, exactly-once in effect.
 
-The loop: poll a batch -> decode it in bulk (``ml.bulk_avro``, numpy over the concatenated
+The loop: poll a batch -> decode it in bulk (``fleet.bulk_avro``, numpy over the concatenated
 messages) -> features -> autoencoder (one vectorized call) -> encode the anomaly events in bulk
 -> produce keyed by car id (idempotent producer) -> wait for delivery -> commit the batch's
 offsets. The coolant-rise features need each car's previous reading: the scorer carries each
@@ -41,7 +41,7 @@ from fleet.service import Shutdown
 from fleet.settings import Settings
 from ml import features as ft
 from ml import registry
-from ml.bulk_avro import AnomalyBatchEncoder, DecodedBatch, TelemetryBatchDecoder
+from fleet.bulk_avro import AnomalyBatchEncoder, DecodedBatch, TelemetryBatchDecoder
 
 log = get_logger("ml.scorer")
 

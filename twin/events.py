@@ -27,7 +27,7 @@ class Envelope:
 
 def ms_to_datetime(ms: int) -> datetime:
     """Exact (no float rounding): BSON dates are milliseconds too."""
-    return EPOCH + timedelta(milliseconds=ms)
+    return EPOCH + timedelta(0, 0, 0, ms)  # positional (days, s, µs, ms): the hot path's fastest
 
 
 def datetime_to_ms(value: datetime) -> int:

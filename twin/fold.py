@@ -71,7 +71,7 @@ def _reading_key(event_time: datetime, seq: int) -> tuple[datetime, int]:
     return (event_time, seq)
 
 
-def _previous_reading(twin: Twin) -> dict[str, Any] | None:
+def previous_reading(twin: Twin) -> dict[str, Any] | None:
     """The reported state as a reading, for rules that compare with the last step."""
     last = twin["last_reading"]
     if last is None:
@@ -95,18 +95,29 @@ def _apply_health(
             if current is not None:
                 conditions.append(current)
         elif verdict:
-            conditions.append(
-                current
-                if current is not None
-                else {
-                    "key": rule.key,
-                    "name": rule.name,
-                    "wheel": rule.wheel,
-                    "since": at,
-                    "evidence": {s: reading[s] for s in rule.evidence},
-                }
-            )
-    twin["health"] = {"status": "attention" if conditions else "ok", "conditions": conditions}
+            conditions.append(current if current is not None else condition(rule, reading, at))
+    twin["health"] = health_part(conditions)
+
+
+def condition(rule: health.Rule, reading: Mapping[str, Any], since: datetime) -> dict[str, Any]:
+    """A condition raised by ``reading`` (its evidence), holding since ``since``."""
+    evidence = {s: reading[s] for s in rule.evidence}
+    return {
+        "key": rule.key,
+        "name": rule.name,
+        "wheel": rule.wheel,
+        "since": since,
+        "evidence": evidence,
+    }
+
+
+def health_part(conditions: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"status": "attention" if conditions else "ok", "conditions": conditions}
+
+
+def reported_part(reading: Mapping[str, Any], at: datetime) -> dict[str, Any]:
+    """The twin's `reported` part: every sensor of its newest reading, taken at ``at``."""
+    return {s: {"value": reading[s], "time": at} for s in SENSORS}
 
 
 @dataclass
@@ -154,7 +165,7 @@ def _fold_reading(
             history.insert(index, entry)
             del history[: max(0, len(history) - history_size)]
     else:
-        previous = newest.record if newest.record is not None else _previous_reading(twin)
+        previous = newest.record if newest.record is not None else previous_reading(twin)
         newest.record, newest.at = record, at
         twin["last_reading"] = {"event_time": at, "seq": key[1]}
         _apply_health(twin, record, previous, at)
@@ -166,6 +177,36 @@ def _fold_reading(
         twin["first_seen"] = at
     if twin["last_seen"] is None or at > twin["last_seen"]:
         twin["last_seen"] = at
+
+
+def anomaly_part(record: Mapping[str, Any], was_since: datetime | None) -> dict[str, Any]:
+    """The twin's `anomaly` part from the score that wins; ``was_since`` is when the car's
+    current run of anomalous verdicts began (None: its last verdict was not anomalous)."""
+    at = ms_to_datetime(int(record["event_time"]))
+    is_anomaly = bool(record["is_anomaly"])
+    return {
+        "score": float(record["score"]),
+        "threshold": float(record["threshold"]),
+        "is_anomaly": is_anomaly,
+        "model_name": str(record["model_name"]),
+        "model_version": str(record["model_version"]),
+        "top_sensors": [
+            {"sensor": str(t["sensor"]), "contribution": float(t["contribution"])}
+            for t in record["top_sensors"]
+        ],
+        "event_time": at,
+        "seq": int(record["seq"]),
+        "scored_at": ms_to_datetime(int(record["scored_at"])),
+        "anomalous_since": (was_since or at) if is_anomaly else None,
+    }
+
+
+def score_entry(anomaly: Mapping[str, Any]) -> dict[str, Any]:
+    """A score as kept in the bounded `anomaly_history` (for charts)."""
+    return {name: anomaly[name] for name in SCORE_ENTRY}
+
+
+SCORE_ENTRY = ("event_time", "seq", "score", "threshold", "is_anomaly")
 
 
 def _fold_score(
@@ -185,33 +226,10 @@ def _fold_score(
             counters["late_skipped"] += 1
             result.late += 1
             return
-    is_anomaly = bool(record["is_anomaly"])
     was_since = current["anomalous_since"] if current is not None else None
-    twin["anomaly"] = {
-        "score": float(record["score"]),
-        "threshold": float(record["threshold"]),
-        "is_anomaly": is_anomaly,
-        "model_name": str(record["model_name"]),
-        "model_version": str(record["model_version"]),
-        "top_sensors": [
-            {"sensor": str(t["sensor"]), "contribution": float(t["contribution"])}
-            for t in record["top_sensors"]
-        ],
-        "event_time": at,
-        "seq": key[1],
-        "scored_at": ms_to_datetime(int(record["scored_at"])),
-        "anomalous_since": (was_since or at) if is_anomaly else None,
-    }
+    twin["anomaly"] = anomaly_part(record, was_since)
     scores = twin.setdefault("anomaly_history", [])
-    scores.append(
-        {
-            "event_time": at,
-            "seq": key[1],
-            "score": twin["anomaly"]["score"],
-            "threshold": twin["anomaly"]["threshold"],
-            "is_anomaly": is_anomaly,
-        }
-    )
+    scores.append(score_entry(twin["anomaly"]))
     del scores[: max(0, len(scores) - history_size)]
     counters["scores_applied"] += 1
     counters["events_applied"] += 1
@@ -226,7 +244,7 @@ def _fold_command(twin: Twin, record: Mapping[str, Any], result: FoldResult) -> 
         twin["counters"]["events_applied"] += 1
 
 
-def _copy_for_update(twin: Twin) -> Twin:
+def copy_for_update(twin: Twin) -> Twin:
     """A copy deep enough that folding never mutates the caller's document."""
     copy = dict(twin)
     copy["counters"] = dict(twin["counters"])
@@ -244,7 +262,7 @@ def fold(
     history_size: int = DEFAULT_HISTORY,
 ) -> FoldResult:
     """Fold one car's events (in Kafka order) into its twin; ``current`` is left untouched."""
-    twin = _copy_for_update(current) if current is not None else new_twin(car_id)
+    twin = copy_for_update(current) if current is not None else new_twin(car_id)
     twin.setdefault("car_id", car_id)  # twins from before the field get it on their next event
     positions = {(p["topic"], p["partition"]): p["offset"] for p in twin["positions"]}
     result = FoldResult(twin=None)
@@ -266,7 +284,8 @@ def fold(
     if result.applied == 0:
         return result
     if newest.record is not None:
-        twin["reported"] = {s: {"value": newest.record[s], "time": newest.at} for s in SENSORS}
+        assert newest.at is not None  # set with the record
+        twin["reported"] = reported_part(newest.record, newest.at)
     desired.refresh_delta(twin)  # desired vs reported, after every event of the batch
     twin["positions"] = [
         {"topic": topic, "partition": partition, "offset": offset}

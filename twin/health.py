@@ -1,8 +1,10 @@
 """Health rules: readable functions from readings to conditions (pure; no I/O).
 
-Each rule looks at the newest reading (and, for rates, the reading before it) and answers
-True (the condition holds), False (it does not) or None (this reading cannot tell, e.g. the car
-is standing still): None keeps whatever the twin already says. The thresholds sit halfway
+Each rule looks at a reading (and, for rates, the reading before it) and answers HOLDS (the
+condition holds), CLEAR (it does not) or UNKNOWN (this reading cannot tell, e.g. the car is
+standing still): UNKNOWN keeps whatever the twin already says. Rules are written over columns
+(numpy arrays, one value per reading), so the projector judges a whole batch of a car's
+readings at once; `evaluate` asks them about a single reading. The thresholds sit halfway
 between the healthy and failed outputs of the seed's car model (see DESIGN.md):
 
 * tire pressure: healthy 30-34 psi, lost pressure 20-24 psi;
@@ -21,9 +23,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleet.contract import WHEELS
+import numpy as np
+import numpy.typing as npt
+
+from fleet.contract import SENSORS, WHEELS
 
 Reading = Mapping[str, Any]
+#: A column per sensor (and ``event_time``, in ms): one value per reading.
+Columns = Mapping[str, npt.NDArray[Any]]
+Verdicts = npt.NDArray[np.int8]
+
+HOLDS, CLEAR, UNKNOWN = 1, 0, -1
 
 TIRE_PRESSURE_LOW_PSI = 27.0
 SHOCK_ABSORBER_ACCEL = 3.0  # m/s^2
@@ -36,50 +46,72 @@ COOLANT_MAX_GAP_S = 120.0  # a rate over a longer gap says nothing about the las
 CURRENT_FIRMWARE = 2000
 
 
-def tire_pressure_low(wheel: str) -> Callable[[Reading, Reading | None], bool | None]:
-    def rule(reading: Reading, _previous: Reading | None) -> bool | None:
-        return float(reading[f"tire_pressure_{wheel}"]) < TIRE_PRESSURE_LOW_PSI
+@dataclass(frozen=True)
+class Readings:
+    """Readings of one car, as columns, each beside the reading before it."""
+
+    now: Columns
+    before: Columns  # row i: the reading before row i of `now` (anything where there is none)
+    has_before: npt.NDArray[np.bool_]
+
+    def __len__(self) -> int:
+        return len(self.has_before)
+
+
+def verdicts(
+    holds: npt.NDArray[np.bool_], unknown: npt.NDArray[np.bool_] | None = None
+) -> Verdicts:
+    out = holds.astype(np.int8)
+    if unknown is not None:
+        out[unknown] = UNKNOWN
+    return out
+
+
+def tire_pressure_low(wheel: str) -> Callable[[Readings], Verdicts]:
+    def rule(r: Readings) -> Verdicts:
+        return verdicts(r.now[f"tire_pressure_{wheel}"] < TIRE_PRESSURE_LOW_PSI)
 
     return rule
 
 
-def shock_absorber_worn(wheel: str) -> Callable[[Reading, Reading | None], bool | None]:
-    def rule(reading: Reading, _previous: Reading | None) -> bool | None:
-        return abs(float(reading[f"accelerometer_{wheel}_value"])) >= SHOCK_ABSORBER_ACCEL
+def shock_absorber_worn(wheel: str) -> Callable[[Readings], Verdicts]:
+    def rule(r: Readings) -> Verdicts:
+        return verdicts(np.abs(r.now[f"accelerometer_{wheel}_value"]) >= SHOCK_ABSORBER_ACCEL)
 
     return rule
 
 
-def drive_shaft_vibration(reading: Reading, _previous: Reading | None) -> bool | None:
-    speed = float(reading["speed"])
-    if speed < DRIVE_SHAFT_MIN_SPEED:
-        return None
-    return float(reading["engine_vibration_amplitude"]) / speed > DRIVE_SHAFT_VIBRATION_PER_SPEED
+def drive_shaft_vibration(r: Readings) -> Verdicts:
+    speed = r.now["speed"]
+    with np.errstate(all="ignore"):  # standing still: the ratio is not used
+        ratio = r.now["engine_vibration_amplitude"] / speed
+    return verdicts(ratio > DRIVE_SHAFT_VIBRATION_PER_SPEED, speed < DRIVE_SHAFT_MIN_SPEED)
 
 
-def coolant_overheating(reading: Reading, previous: Reading | None) -> bool | None:
+def coolant_overheating(r: Readings) -> Verdicts:
     """Too hot, or heating too fast per ampere over the last step (needs the previous reading)."""
-    if float(reading["coolant_temp"]) >= COOLANT_HOT:
-        return True
-    if previous is None:
-        return None
-    current = float(previous["current_draw"])
-    seconds = (int(reading["event_time"]) - int(previous["event_time"])) / 1000.0
-    if current < COOLANT_MIN_CURRENT or not 0 < seconds <= COOLANT_MAX_GAP_S:
-        return None
-    rise = float(reading["coolant_temp"]) - float(previous["coolant_temp"])
-    return rise / (current * seconds) > COOLANT_HEATING_PER_AMP_SECOND
+    current = r.before["current_draw"]
+    seconds = (r.now["event_time"] - r.before["event_time"]) / 1000.0
+    no_rate = (
+        ~r.has_before
+        | (current < COOLANT_MIN_CURRENT)
+        | ~((seconds > 0) & (seconds <= COOLANT_MAX_GAP_S))
+    )
+    with np.errstate(all="ignore"):  # rows without a rate compute garbage, unused
+        rising = (r.now["coolant_temp"] - r.before["coolant_temp"]) / (current * seconds)
+    hot = r.now["coolant_temp"] >= COOLANT_HOT
+    return verdicts(hot | (rising > COOLANT_HEATING_PER_AMP_SECOND), ~hot & no_rate)
 
 
-def firmware_outdated(reading: Reading, _previous: Reading | None) -> bool | None:
-    return int(reading["control_unit_firmware"]) < CURRENT_FIRMWARE
+def firmware_outdated(r: Readings) -> Verdicts:
+    return verdicts(r.now["control_unit_firmware"] < CURRENT_FIRMWARE)
 
 
 @dataclass(frozen=True)
 class Rule:
     name: str  # the condition's name, shared by every wheel
     wheel: str | None
-    check: Callable[[Reading, Reading | None], bool | None]
+    check: Callable[[Readings], Verdicts]
     evidence: tuple[str, ...]  # the sensors shown with the condition
     key: str = field(init=False)  # e.g. tire_pressure_low_1_2: one condition per wheel
 
@@ -107,7 +139,23 @@ RULES: tuple[Rule, ...] = (
 #: Condition names as queried (`health.conditions.name`).
 CONDITION_NAMES: tuple[str, ...] = tuple(dict.fromkeys(rule.name for rule in RULES))
 
+#: What the rules read of a reading.
+FIELDS: tuple[str, ...] = (*SENSORS, "event_time")
+
+
+def judge(readings: Readings) -> dict[str, Verdicts]:
+    """Every rule's verdict on every reading, by rule key (e.g. ``tire_pressure_low_1_2``)."""
+    return {rule.key: rule.check(readings) for rule in RULES}
+
+
+def _one_row(reading: Reading) -> dict[str, npt.NDArray[Any]]:
+    return {name: np.array([reading[name]]) for name in FIELDS}
+
 
 def evaluate(reading: Reading, previous: Reading | None) -> dict[str, bool | None]:
-    """Every rule's verdict on this reading, by rule key (e.g. ``tire_pressure_low_1_2``)."""
-    return {rule.key: rule.check(reading, previous) for rule in RULES}
+    """Every rule's verdict on one reading: True, False or None (cannot tell)."""
+    now = _one_row(reading)
+    readings = Readings(
+        now, now if previous is None else _one_row(previous), np.array([previous is not None])
+    )
+    return {key: None if v[0] == UNKNOWN else bool(v[0]) for key, v in judge(readings).items()}

@@ -6,9 +6,9 @@ Shared by the projector service, the rebuild and the benchmark.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from confluent_kafka import Consumer, KafkaError, Message
 from pymongo.collection import Collection
@@ -19,7 +19,7 @@ from twin import store
 from twin.cache import TwinCache
 from twin.changes import Written
 from twin.events import Envelope, Kind
-from twin.fold import Twin, fold
+from twin.fold import FoldResult, Twin, fold
 
 log = get_logger("twin.project")
 
@@ -91,7 +91,7 @@ def poll(consumer: Consumer, limit: int, timeout: float, max_cars: int | None = 
 
 
 def decode_messages(
-    messages: Iterable[Raw], codecs: dict[str, tuple[Kind, Codec]]
+    messages: Iterable[Raw], codecs: Mapping[str, tuple[Kind, Codec]]
 ) -> tuple[list[Envelope], dict[tuple[str, int], int], int]:
     """Raw messages -> (events, last offset per partition, undecodable count).
 
@@ -168,15 +168,21 @@ def by_car(events: Iterable[Envelope]) -> dict[str, list[Envelope]]:
     return grouped
 
 
+#: How a car's events are folded into its twin: `fold` over envelopes, or the projector's
+#: `fold_columns.fold_car` over a decoded chunk.
+Folder = Callable[[Twin | None, str, Any, int], FoldResult]
+
+
 def apply_batch(
     collection: Collection[Twin],
-    events_by_car: dict[str, list[Envelope]],
+    events_by_car: Mapping[str, Any],
     history_size: int,
     *,
     max_rounds: int = 10,
     written: list[Written] | None = None,
     transaction: bool = False,
     cache: TwinCache | None = None,
+    fold_events: Folder = fold,
 ) -> Applied:
     """Fold each car's events into its twin and write all twins in one unordered bulk write.
 
@@ -186,6 +192,7 @@ def apply_batch(
     ``written``, if given, receives every car whose twin this call wrote, and every car whose
     events were all applied before (redelivered: its stored twin), for twin-change events.
     ``cache``, if given, is where twins are read first and written twins are remembered.
+    ``fold_events`` folds one car's events (of whatever shape ``events_by_car`` holds).
     """
     total = Applied()
     pending = events_by_car
@@ -196,7 +203,7 @@ def apply_batch(
         round_stats = Applied()
         for car_id, events in pending.items():
             before = current.get(car_id)
-            result = fold(before, car_id, events, history_size)
+            result = fold_events(before, car_id, events, history_size)
             round_stats.redelivered += result.redelivered
             if result.redelivered:
                 replayed.add(car_id)
@@ -225,7 +232,7 @@ def apply_batch(
         total.conflicts += len(losers)
         round_stats.cars_written -= len(losers)
         for car_id in losers:  # their stats are counted when they are written
-            result = fold(current.get(car_id), car_id, pending[car_id], history_size)
+            result = fold_events(current.get(car_id), car_id, pending[car_id], history_size)
             round_stats.events -= result.applied
             round_stats.late -= result.late
             round_stats.duplicates -= result.duplicates

@@ -1,7 +1,8 @@
 """`fleet twin run`: the projector service.
 
-A thin loop: poll a batch from the telemetry and anomaly topics -> decode -> fold per car ->
-one unordered bulk write -> commit the offsets. Offsets are committed only after the write;
+A thin loop: poll a batch from the telemetry and anomaly topics -> decode it in bulk
+(twin/chunk.py) -> fold per car (twin/fold_columns.py) -> one unordered bulk write -> commit
+the offsets. Offsets are committed only after the write;
 the positions stored on the twins (same document, same write as the state) are the truth
 about what was applied, so a redelivery after a crash, a failed commit or a rebalance
 changes nothing. MongoDB or Kafka away: retry with backoff until they are back or a
@@ -30,16 +31,10 @@ from fleet.settings import Settings
 from twin import metrics, store
 from twin.cache import TwinCache
 from twin.changes import ChangeEmitter, Written
-from twin.events import Envelope, Kind
-from twin.project import (
-    Applied,
-    Raw,
-    apply_batch,
-    by_car,
-    chunks_by_car,
-    decode_messages,
-    poll,
-)
+from twin.chunk import CarEvents, Chunk, ChunkDecoder
+from twin.events import Kind
+from twin.fold_columns import fold_car
+from twin.project import Applied, Raw, apply_batch, chunks_by_car, poll
 
 log = get_logger("twin.projector")
 T = TypeVar("T")
@@ -141,6 +136,7 @@ class Projector:
         database = clients.mongo_database(settings)
         self.collection = store.twins_collection(database, collection or settings.twin.collection)
         self.codecs = codecs_for(settings)
+        self.chunks = ChunkDecoder(self.codecs)
         self.consumer_overrides = consumer_overrides
         self.applied = Applied()
         self._assigned: set[tuple[str, int]] = set()
@@ -266,9 +262,9 @@ class Projector:
                 for selected in chunks_by_car(messages, self.settings.twin.write_chunk):
                     while len(in_flight) >= depth:
                         written += self._finish(*in_flight.popleft())
-                    events = self.decode(selected)
+                    chunk = self.decode(selected)
                     cars: list[Written] = []
-                    in_flight.append((pool.submit(self._apply, by_car(events), cars), cars))
+                    in_flight.append((pool.submit(self._apply, chunk.cars, cars), cars))
                 while in_flight:
                     written += self._finish(*in_flight.popleft())
             finally:
@@ -296,7 +292,7 @@ class Projector:
         self.commit(consumer, offsets)
         return written
 
-    def _apply(self, grouped: dict[str, list[Envelope]], cars: list[Written]) -> Applied:
+    def _apply(self, grouped: dict[str, CarEvents], cars: list[Written]) -> Applied:
         """One chunk of cars: read, fold, one bulk write (retried while MongoDB is away)."""
         twin = self.settings.twin
         return self._retry(
@@ -310,6 +306,7 @@ class Projector:
                 written=_cleared(cars),
                 transaction=self.transactions,
                 cache=self.cache,
+                fold_events=fold_car,
             ),
         )
 
@@ -326,11 +323,11 @@ class Projector:
         self.applied += applied
         return applied.cars_written
 
-    def decode(self, messages: Sequence[Raw]) -> list[Envelope]:
-        """The chunk's events (the batch's offsets are taken from the raw messages)."""
-        events, _offsets, undecodable = decode_messages(messages, self.codecs)
-        metrics.EVENTS.labels("undecodable").inc(undecodable)
-        return events
+    def decode(self, messages: Sequence[Raw]) -> Chunk:
+        """The chunk's events, per car (the batch's offsets are taken from the raw messages)."""
+        chunk = self.chunks.decode(messages)
+        metrics.EVENTS.labels("undecodable").inc(chunk.undecodable)
+        return chunk
 
     def commit(self, consumer: Consumer, offsets: dict[tuple[str, int], int]) -> None:
         """Commit after the write; a commit that fails only costs a harmless redelivery."""

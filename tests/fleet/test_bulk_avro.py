@@ -13,7 +13,7 @@ import pytest
 from fleet.avro import Codec, load_schema, telemetry_codec
 from fleet.contract import FAILURE_MODES, SENSOR_TYPES, SENSORS
 from ml import features as ft
-from ml.bulk_avro import AnomalyBatchEncoder, TelemetryBatchDecoder, varint_block
+from fleet.bulk_avro import AnomalyBatchEncoder, TelemetryBatchDecoder, varint_block
 from ml.registry import LoadedModel
 from ml.scorer import anomaly_events
 

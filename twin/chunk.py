@@ -1,0 +1,138 @@
+"""A chunk of raw messages decoded in bulk: each car's events, as rows of shared columns.
+
+The projector's hot path decodes a chunk's readings and scores with `fleet.bulk_avro` (numpy
+over the concatenated messages, ~2.5 µs a message instead of ~20 µs with fastavro) and folds
+each car from the columns (`twin/fold_columns.py`). A car whose events the columns cannot
+serve (a command, or an event only the codec could read) keeps its raw messages for the
+reference fold, decoded one event at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from fleet.avro import AvroDecodeError, Codec
+from fleet.bulk_avro import AnomalyBatchDecoder, DecodedBatch, TelemetryBatchDecoder
+from fleet.logs import get_logger
+from twin.events import Envelope, Kind
+from twin.project import Raw, decode_messages
+
+log = get_logger("twin.chunk")
+
+Columns = dict[str, npt.NDArray[Any]]
+
+
+@dataclass
+class CarEvents:
+    """One car's events in a chunk, in Kafka order."""
+
+    chunk: Chunk
+    raws: list[Raw] = field(default_factory=list)
+    readings: list[int] = field(default_factory=list)  # rows of chunk.readings, per raw
+    scores: list[int] = field(default_factory=list)  # rows of chunk.scores
+    in_columns: bool = True  # False: some event is only in `raws` (reference fold)
+
+    def envelopes(self) -> list[Envelope]:
+        """The events decoded one at a time, for the reference fold."""
+        events, _offsets, _bad = decode_messages(self.raws, self.chunk.codecs)
+        return events
+
+
+@dataclass
+class Chunk:
+    codecs: Mapping[str, tuple[Kind, Codec]]
+    readings: Columns
+    scores: Columns
+    reading_raws: list[Raw]  # row -> its message
+    score_raws: list[Raw]
+    cars: dict[str, CarEvents] = field(default_factory=dict)
+    undecodable: int = 0
+
+
+class ChunkDecoder:
+    """Decodes chunks of raw messages of the projector's topics (topic -> kind and codec)."""
+
+    def __init__(self, codecs: Mapping[str, tuple[Kind, Codec]]) -> None:
+        self.codecs = codecs
+        self.telemetry = TelemetryBatchDecoder(features=False)
+        self.anomalies = AnomalyBatchDecoder()
+
+    def decode(self, messages: Sequence[Raw]) -> Chunk:
+        by_kind: dict[Kind, list[Raw]] = {"telemetry": [], "anomaly": [], "command": []}
+        for message in messages:
+            by_kind[self.codecs[message.topic][0]].append(message)
+        readings = self.telemetry.decode([m.value for m in by_kind["telemetry"]])
+        scores = self.anomalies.decode([m.value for m in by_kind["anomaly"]])
+        chunk = Chunk(
+            self.codecs,
+            readings.columns,
+            scores.columns,
+            [by_kind["telemetry"][i] for i in readings.index.tolist()],
+            [by_kind["anomaly"][i] for i in scores.index.tolist()],
+        )
+        chunk.undecodable = _log_errors(readings, by_kind["telemetry"]) + _log_errors(
+            scores, by_kind["anomaly"]
+        )
+        # Kafka order per car: walk the messages again, each to its row (or its record).
+        reading_row = _rows(readings, len(by_kind["telemetry"]))
+        score_row = _rows(scores, len(by_kind["anomaly"]))
+        reading_cars, score_cars = readings.columns["car_id"], scores.columns["car_id"]
+        counts: dict[Kind, int] = {"telemetry": 0, "anomaly": 0, "command": 0}
+        cars = chunk.cars
+        for message in messages:
+            kind = self.codecs[message.topic][0]
+            k = counts[kind]
+            counts[kind] = k + 1
+            if kind == "command":
+                car_id = self._command_car(message)
+                if car_id is None:
+                    chunk.undecodable += 1
+                    continue
+                events = cars.get(car_id) or cars.setdefault(car_id, CarEvents(chunk))
+                events.in_columns = False
+            else:
+                row = (reading_row if kind == "telemetry" else score_row)[k]
+                if row < 0:
+                    continue  # undecodable: logged above
+                car_id = (reading_cars if kind == "telemetry" else score_cars)[row]
+                events = cars.get(car_id) or cars.setdefault(car_id, CarEvents(chunk))
+                (events.readings if kind == "telemetry" else events.scores).append(row)
+            events.raws.append(message)
+        return chunk
+
+    def _command_car(self, message: Raw) -> str | None:
+        try:
+            return str(self.codecs[message.topic][1].decode(message.value)["car_id"])
+        except AvroDecodeError as exc:
+            _log_undecodable(message, exc)
+            return None
+
+
+def _rows(batch: DecodedBatch, count: int) -> list[int]:
+    """Each message's row in the batch's columns, -1 where it did not decode."""
+    rows = np.full(count, -1, np.int64)
+    rows[batch.index] = np.arange(len(batch.index))
+    out: list[int] = rows.tolist()
+    return out
+
+
+def _log_errors(batch: DecodedBatch, messages: list[Raw]) -> int:
+    for i, error in batch.errors:
+        _log_undecodable(messages[i], error)
+    return len(batch.errors)
+
+
+def _log_undecodable(message: Raw, error: AvroDecodeError) -> None:
+    # Skipped, as by twin.project.decode_messages; its offset still counts as consumed.
+    log.error(
+        "undecodable event skipped",
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        error=str(error),
+    )

@@ -1,0 +1,233 @@
+"""The fold's fast path: a car's in-order readings and scores folded from columns in one step.
+
+`twin.fold.fold` is the reference: it takes a car's events one at a time. In the common case
+(every new reading newer than the last, every new score newer than the last, no command) its
+result has a closed form, computed here per car with numpy and a handful of dicts, whatever
+the number of events: counters add up, history and score history keep their newest rows, a
+health condition holds since the start of its last run of verdicts that hold, and the anomaly
+part is the newest score's. Anything else goes to the reference fold. Both give the same twin
+(tests/twin/test_fold_columns.py folds random streams both ways).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from fleet.contract import SENSORS
+from twin import desired, health
+from twin.chunk import CarEvents, Columns
+from twin.events import datetime_to_ms, ms_to_datetime
+from twin.fold import (
+    FoldResult,
+    Twin,
+    anomaly_part,
+    condition,
+    copy_for_update,
+    fold,
+    health_part,
+    new_twin,
+    previous_reading,
+    reported_part,
+    score_entry,
+)
+
+Rows = npt.NDArray[np.intp]
+
+
+def fold_car(current: Twin | None, car_id: str, events: CarEvents, history_size: int) -> FoldResult:
+    """Fold one car's events of a chunk into its twin (``current`` is left untouched)."""
+    if events.in_columns:
+        folded = _fold_in_order(current, car_id, events, history_size)
+        if folded is not None:
+            return folded
+    return fold(current, car_id, events.envelopes(), history_size)
+
+
+def _fold_in_order(
+    current: Twin | None, car_id: str, events: CarEvents, history_size: int
+) -> FoldResult | None:
+    """The fast path, or None when these events are not the common case."""
+    twin = copy_for_update(current) if current is not None else new_twin(car_id)
+    positions = {(p["topic"], p["partition"]): p["offset"] for p in twin["positions"]}
+    chunk = events.chunk
+    readings, reading_redelivered = _fresh(events.readings, chunk.reading_raws, positions)
+    scores, score_redelivered = _fresh(events.scores, chunk.score_raws, positions)
+    if readings is None or scores is None:
+        return None  # a partition's offsets go back within the chunk (a seek): one at a time
+    if not _newer(chunk.readings, readings, _last_reading_key(twin)):
+        return None
+    if not _newer(chunk.scores, scores, _last_score_key(twin)):
+        return None
+    result = FoldResult(twin=None, redelivered=reading_redelivered + score_redelivered)
+    result.applied = len(readings) + len(scores)
+    if result.applied == 0:
+        return result
+    twin.setdefault("car_id", car_id)  # twins from before the field get it on their next event
+    if len(readings):
+        _fold_readings(twin, chunk.readings, readings, history_size)
+    if len(scores):
+        _fold_scores(twin, events, scores, history_size)
+    twin["revision"] += result.applied
+    for raws, rows in ((chunk.reading_raws, readings), (chunk.score_raws, scores)):
+        for row in rows.tolist():  # in Kafka order per partition: the last one wins
+            raw = raws[row]
+            positions[(raw.topic, raw.partition)] = raw.offset
+    desired.refresh_delta(twin)
+    twin["positions"] = [
+        {"topic": topic, "partition": partition, "offset": offset}
+        for (topic, partition), offset in sorted(positions.items())
+    ]
+    result.twin = twin
+    return result
+
+
+def _fresh(
+    rows: list[int], raws: list[Any], positions: dict[tuple[str, int], int]
+) -> tuple[Rows | None, int]:
+    """The rows not applied before (offset past the twin's position), and how many were;
+    None if some partition's offsets do not increase."""
+    fresh: list[int] = []
+    last: dict[tuple[str, int], int] = {}
+    redelivered = 0
+    for row in rows:
+        raw = raws[row]
+        where = (raw.topic, raw.partition)
+        if raw.offset <= last.get(where, -1):
+            return None, 0
+        last[where] = raw.offset
+        if raw.offset <= positions.get(where, -1):
+            redelivered += 1
+        else:
+            fresh.append(row)
+    return np.asarray(fresh, np.intp), redelivered
+
+
+def _newer(columns: Columns, rows: Rows, after: tuple[int, int] | None) -> bool:
+    """Whether (event time, seq) strictly increases along the rows, starting after ``after``."""
+    if not len(rows):
+        return True
+    times, seqs = columns["event_time"][rows], columns["seq"][rows]
+    if after is not None and (int(times[0]), int(seqs[0])) <= after:
+        return False
+    later = times[1:] > times[:-1]
+    tied = times[1:] == times[:-1]
+    return bool(np.all(later | (tied & (seqs[1:] > seqs[:-1]))))
+
+
+def _last_reading_key(twin: Twin) -> tuple[int, int] | None:
+    last = twin["last_reading"]
+    return None if last is None else (datetime_to_ms(last["event_time"]), int(last["seq"]))
+
+
+def _last_score_key(twin: Twin) -> tuple[int, int] | None:
+    last = twin["anomaly"]
+    return None if last is None else (datetime_to_ms(last["event_time"]), int(last["seq"]))
+
+
+def _values(columns: Columns, row: int, names: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    return {name: columns[name][row].item() for name in names}
+
+
+def _fold_readings(twin: Twin, columns: Columns, rows: Rows, history_size: int) -> None:
+    now = {name: columns[name][rows] for name in health.FIELDS}
+    times = now["event_time"].tolist()
+    _fold_health(twin, now)
+    kept = rows[-history_size:] if history_size > 0 else rows[:0]
+    entries = [
+        {"event_time": ms_to_datetime(t), "seq": s}
+        for t, s in zip(
+            columns["event_time"][kept].tolist(), columns["seq"][kept].tolist(), strict=True
+        )
+    ]
+    for name in SENSORS:
+        for entry, value in zip(entries, columns[name][kept].tolist(), strict=True):
+            entry[name] = value
+    history = twin["history"]
+    history.extend(entries)
+    del history[: max(0, len(history) - history_size)]
+    first, last = ms_to_datetime(times[0]), ms_to_datetime(times[-1])
+    twin["last_reading"] = {"event_time": last, "seq": int(columns["seq"][rows[-1]])}
+    twin["reported"] = reported_part(_values(columns, int(rows[-1]), SENSORS), last)
+    counters = twin["counters"]
+    counters["readings_applied"] += len(rows)
+    counters["events_applied"] += len(rows)
+    if twin["first_seen"] is None or first < twin["first_seen"]:
+        twin["first_seen"] = first
+    if twin["last_seen"] is None or last > twin["last_seen"]:
+        twin["last_seen"] = last
+
+
+def _fold_health(twin: Twin, now: dict[str, npt.NDArray[Any]]) -> None:
+    """Each rule over the readings at once. A condition that holds after them holds since the
+    first reading of its last run (readings that cannot tell extend a run), or since before
+    them if the run began earlier; it is raised by that reading."""
+    previous = previous_reading(twin)
+    before = {
+        name: np.concatenate((values[:1] if previous is None else [previous[name]], values[:-1]))
+        for name, values in now.items()
+    }
+    has_before = np.ones(len(now["event_time"]), bool)
+    has_before[0] = previous is not None
+    verdicts = health.judge(health.Readings(now, before, has_before))
+    active = {c["key"]: c for c in twin["health"]["conditions"]}
+    conditions = []
+    for rule in health.RULES:
+        verdict = verdicts[rule.key]
+        known = np.flatnonzero(verdict != health.UNKNOWN)
+        held = active.get(rule.key)
+        if not len(known):  # these readings cannot tell: keep what we knew
+            if held is not None:
+                conditions.append(held)
+            continue
+        if verdict[known[-1]] == health.CLEAR:
+            continue
+        cleared = known[verdict[known] == health.CLEAR]
+        if not len(cleared) and held is not None:
+            conditions.append(held)
+            continue
+        onset = int(known[known > cleared[-1]][0] if len(cleared) else known[0])
+        since = ms_to_datetime(int(now["event_time"][onset]))
+        conditions.append(condition(rule, _values(now, onset, rule.evidence), since))
+    twin["health"] = health_part(conditions)
+
+
+def _fold_scores(twin: Twin, events: CarEvents, rows: Rows, history_size: int) -> None:
+    columns = events.chunk.scores
+    flags = columns["is_anomaly"][rows]
+    times = columns["event_time"][rows]
+    # When the last run of anomalous verdicts began: before these scores if they all are.
+    calm = np.flatnonzero(~flags)
+    was_since = None
+    if flags[-1]:
+        if len(calm):
+            was_since = ms_to_datetime(int(times[calm[-1] + 1]))
+        else:
+            held = twin["anomaly"]
+            was_since = (held["anomalous_since"] if held is not None else None) or ms_to_datetime(
+                int(times[0])
+            )
+    newest = events.chunk.score_raws[int(rows[-1])]
+    record = events.chunk.codecs[newest.topic][1].decode(newest.value)
+    twin["anomaly"] = anomaly_part(record, was_since)
+    kept = rows[-history_size:] if history_size > 0 else rows[:0]
+    entries = [
+        {"event_time": ms_to_datetime(t), "seq": s, "score": v, "threshold": h, "is_anomaly": f}
+        for t, s, v, h, f in zip(
+            *(
+                columns[name][kept[:-1]].tolist()
+                for name in ("event_time", "seq", "score", "threshold", "is_anomaly")
+            ),
+            strict=True,
+        )
+    ]
+    if len(kept):
+        entries.append(score_entry(twin["anomaly"]))
+    scores = twin.setdefault("anomaly_history", [])
+    scores.extend(entries)
+    del scores[: max(0, len(scores) - history_size)]
+    counters = twin["counters"]
+    counters["scores_applied"] += len(rows)
+    counters["events_applied"] += len(rows)
