@@ -5,7 +5,6 @@ Shared by the projector service, the rebuild and the benchmark.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -158,14 +157,6 @@ def chunks_by_car(
         cars += 1
     if chunk:
         yield chunk
-
-
-def by_car(events: Iterable[Envelope]) -> dict[str, list[Envelope]]:
-    """Group a batch per car, keeping Kafka order within each car."""
-    grouped: dict[str, list[Envelope]] = defaultdict(list)
-    for event in events:
-        grouped[event.car_id].append(event)
-    return grouped
 
 
 #: How a car's events are folded into its twin: `fold` over envelopes, or the projector's

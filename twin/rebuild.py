@@ -25,14 +25,9 @@ from fleet.logs import get_logger
 from fleet.service import Shutdown
 from fleet.settings import Settings
 from twin import store
-from twin.project import (
-    Applied,
-    apply_batch,
-    by_car,
-    chunks_by_car,
-    decode_messages,
-    poll,
-)
+from twin.chunk import ChunkDecoder
+from twin.fold_columns import fold_car
+from twin.project import Applied, apply_batch, chunks_by_car, poll
 from twin.projector import codecs_for
 
 log = get_logger("twin.rebuild")
@@ -94,7 +89,7 @@ def _replay_to(  # noqa: PLR0917
     Returns what was applied and how many messages were read."""
     database = clients.mongo_database(settings)
     collection = store.twins_collection(database, collection_name)
-    codecs = codecs_for(settings)
+    decoder = ChunkDecoder(codecs_for(settings))
     transaction = settings.twin.transactions and store.supports_transactions(collection)
     applied = Applied()
     total = _remaining(consumer, ends, done)
@@ -107,17 +102,19 @@ def _replay_to(  # noqa: PLR0917
         batch = poll(consumer, settings.twin.batch_size, settings.twin.poll_timeout)
         # Events past the end noted at the start are applied too: skipping them here would
         # lose them if a running projector wrote them into the collection being replaced.
-        for chunk in chunks_by_car(batch, settings.twin.write_chunk):
-            events, offsets, _bad = decode_messages(chunk, codecs)
-            if events:
+        for selected in chunks_by_car(batch, settings.twin.write_chunk):
+            chunk = decoder.decode(selected)
+            if chunk.cars:
                 applied += apply_batch(
                     collection,
-                    by_car(events),
+                    chunk.cars,
                     settings.twin.history_size,
                     transaction=transaction,
+                    fold_events=fold_car,
                 )
-            for key, offset in offsets.items():
-                done[key] = max(done.get(key, -1), offset)
+            for message in selected:  # in order per partition: the last one wins
+                key = (message.topic, message.partition)
+                done[key] = max(done.get(key, -1), message.offset)
         replayed += len(batch)
         if progress:
             progress(min(replayed, total), total)
