@@ -54,6 +54,9 @@ ANOMALY_FIELDS = (
     "scored_at",
 )
 MAX_VARINT = 10  # bytes of a 64-bit varint
+#: Zero bytes after a batch's messages: fixed-width gathers of rows already rejected (a short
+#: message read from its start) stay inside the buffer. Wider than any gather.
+PAD = 64
 
 
 def _check_layout(codec: Codec, expected: tuple[str, ...]) -> None:
@@ -90,6 +93,10 @@ def _varints(buf: U8, pos: I64, end: I64, ok: npt.NDArray[np.bool_]) -> tuple[I6
     ok &= ~active  # still continuing after ten bytes
     value = (raw >> np.uint64(1)).view(np.int64) ^ -(raw & np.uint64(1)).view(np.int64)
     return value, pos + length
+
+
+def _padded_buffer(blob: bytes) -> U8:
+    return np.frombuffer(blob + bytes(PAD), np.uint8)
 
 
 def _gather(buf: U8, pos: I64, width: int, end: I64, ok: npt.NDArray[np.bool_]) -> U8:
@@ -149,7 +156,7 @@ class TelemetryBatchDecoder:
         ids' byte spans and where each label tail starts.
         """
         n = len(lengths)
-        buf = np.frombuffer(blob, np.uint8) if blob else np.zeros(1, np.uint8)
+        buf = _padded_buffer(blob)
         end = np.cumsum(lengths)
         start = end - lengths
         ok = lengths > HEADER_SIZE
@@ -265,8 +272,7 @@ class AnomalyBatchDecoder:
         n = len(messages)
         lengths = np.fromiter(map(len, messages), np.int64, n)
         blob = b"".join(messages)
-        # Padded so that the fixed-width gathers of rows already rejected stay inside.
-        buf = np.frombuffer(blob + bytes(HEADER_SIZE + 16), np.uint8)
+        buf = _padded_buffer(blob)
         end = np.cumsum(lengths)
         start = end - lengths
         ok = lengths > HEADER_SIZE

@@ -10,10 +10,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fleet.avro import Codec, load_schema, telemetry_codec
+from fleet.avro import AvroDecodeError, Codec, anomaly_codec, load_schema, telemetry_codec
+from fleet.bulk_avro import (
+    AnomalyBatchDecoder,
+    AnomalyBatchEncoder,
+    TelemetryBatchDecoder,
+    varint_block,
+)
 from fleet.contract import FAILURE_MODES, SENSOR_TYPES, SENSORS
 from ml import features as ft
-from fleet.bulk_avro import AnomalyBatchEncoder, TelemetryBatchDecoder, varint_block
 from ml.registry import LoadedModel
 from ml.scorer import anomaly_events
 
@@ -191,3 +196,65 @@ def test_bulk_anomaly_encoding_is_byte_identical_to_fastavro(top: int) -> None:
         scored_at=1_700_000_000_123,
     )
     assert got == expected
+
+
+@pytest.mark.parametrize("decoder", [TelemetryBatchDecoder, AnomalyBatchDecoder])
+def test_a_batch_of_only_short_messages_is_all_errors(decoder: type) -> None:
+    batch = decoder().decode([b"", b"\xc3\x01abc"])
+    assert len(batch) == 0
+    assert [i for i, _ in batch.errors] == [0, 1]
+
+
+def random_score(rng: random.Random) -> dict[str, Any]:
+    edge = rng.random() < 0.3
+    return {
+        "car_id": rng.choice(["car1", "", "car-ü", "x" * 200, f"car{rng.randrange(10**6)}"]),
+        "event_time": rng.choice(LONG_EDGES) if edge else rng.randrange(0, 2**41),
+        "seq": rng.choice(LONG_EDGES) if edge else rng.randrange(0, 10**6),
+        "score": rng.choice([*FLOAT_EDGES, 1e300]) if edge else rng.random() * 3,
+        "threshold": rng.random(),
+        "is_anomaly": rng.random() < 0.5,
+        "model_name": rng.choice(["fleet-autoencoder", "", "m" * 300]),
+        "model_version": rng.choice(["20261126T000000Z", "ü" * 70]),
+        "top_sensors": [
+            {"sensor": rng.choice((*SENSORS, "ü" * 70)), "contribution": rng.random()}
+            for _ in range(rng.choice([0, 1, 3, 5, 70]))
+        ],
+        "scored_at": rng.choice(LONG_EDGES) if edge else rng.randrange(0, 2**41),
+    }
+
+
+def test_scores_decode_like_fastavro() -> None:
+    rng = random.Random(9)
+    codec = anomaly_codec()
+    records = [random_score(rng) for _ in range(2000)]
+    messages = codec.encode_many(records)
+    batch = AnomalyBatchDecoder().decode(messages)
+    assert batch.errors == [] and batch.fallback == 0
+    for i, message in enumerate(messages):
+        record = codec.decode(message)
+        for name in ("car_id", "event_time", "seq", "score", "threshold", "is_anomaly"):
+            value = batch.columns[name][i]
+            assert same(value if name == "car_id" else value.item(), record[name]), (i, name)
+
+
+def test_bad_scores_fail_like_fastavro() -> None:
+    rng = random.Random(10)
+    codec = anomaly_codec()
+    good = codec.encode_many([random_score(rng) for _ in range(40)])
+    messages = [m[:cut] for m in good for cut in (len(m) - 1, len(m) // 2, 11)]
+    messages += [
+        good[0] + b"\x00",  # trailing bytes: fastavro ignores them, so does the fallback
+        good[1][:-9] + b"\x01",  # top sensors' last block cut short
+        good[2],
+    ]
+    batch = AnomalyBatchDecoder().decode(messages)
+    errors = {i for i, _ in batch.errors}
+    for i, message in enumerate(messages):
+        try:
+            codec.decode(message)
+        except AvroDecodeError:
+            assert i in errors, i
+        else:
+            assert i not in errors, i
+    assert len(batch) == len(messages) - len(errors)
