@@ -237,6 +237,18 @@ SPECS: list[Spec] = [
     ),
     Spec(
         "twin",
+        "projector decode + fold CPU per event, reference / fast path",
+        "twin-fold",
+        lambda d: at(d, "ratio"),
+        "x",
+        note=lambda d: (
+            f"{fmt(number(at(d, 'reference_us_per_event')))} vs "
+            f"{fmt(number(at(d, 'fast_us_per_event')))} µs per event, "
+            f"{fmt(number(at(d, 'events_per_car')))} events per car, same twins"
+        ),
+    ),
+    Spec(
+        "twin",
         "projector peak RSS, largest / smallest fleet",
         "twin",
         memory_growth,
@@ -285,7 +297,7 @@ SPECS: list[Spec] = [
     ),
     Spec(
         "ml",
-        "reading in Kafka -> score on the twin, p99 at 10,000 events/s",
+        "reading in Kafka -> score on the twin, p99 at 10,000 events/s, 1,000 cars",
         "ml",
         lambda d: (
             at(d, "latency", "p99_s")
@@ -295,6 +307,16 @@ SPECS: list[Spec] = [
         "s",
         2.0,
         better="lower",
+    ),
+    Spec(
+        "ml",
+        "reading in Kafka -> score on the twin, p99 at 10,000 events/s, 100 cars",
+        "ml",
+        lambda d: at(d, "latency_100_cars_10000_per_s", "p99_s"),
+        "s",
+        2.0,
+        better="lower",
+        note=lambda d: f"p50 {fmt(number(at(d, 'latency_100_cars_10000_per_s', 'p50_s')))} s",
     ),
     Spec(
         "ml",

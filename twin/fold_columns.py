@@ -33,6 +33,7 @@ from twin.fold import (
     reported_part,
     score_entry,
 )
+from twin.project import Raw
 
 Rows = npt.NDArray[np.intp]
 
@@ -85,7 +86,7 @@ def _fold_in_order(
 
 
 def _fresh(
-    rows: list[int], raws: list[Any], positions: dict[tuple[str, int], int]
+    rows: list[int], raws: list[Raw], positions: dict[tuple[str, int], int]
 ) -> tuple[Rows | None, int]:
     """The rows not applied before (offset past the twin's position), and how many were;
     None if some partition's offsets do not increase."""
