@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,9 @@ import numpy.typing as npt
 
 from fleet.avro import AvroDecodeError, Codec
 from fleet.bulk_avro import AnomalyBatchDecoder, DecodedBatch, TelemetryBatchDecoder
+from fleet.contract import SENSORS
 from fleet.logs import get_logger
+from twin import health
 from twin.events import Envelope, Kind
 from twin.project import Raw, decode_messages
 
@@ -52,6 +55,27 @@ class Chunk:
     score_raws: list[Raw]
     cars: dict[str, CarEvents] = field(default_factory=dict)
     undecodable: int = 0
+
+    @cached_property
+    def sensor_values(self) -> list[tuple[Any, ...]]:
+        """Each reading's sensors (SENSORS order) as Python values, made once per chunk."""
+        return list(zip(*(self.readings[name].tolist() for name in SENSORS), strict=True))
+
+    @cached_property
+    def verdicts(self) -> npt.NDArray[np.int8]:
+        """The health rules' verdicts on every reading (a column per rule of health.RULES),
+        each judged beside the car's reading before it in this chunk. A car's first reading
+        here has none: the fold judges it again beside the twin's (`uses_previous` rules)."""
+        now = {name: self.readings[name] for name in health.FIELDS}
+        cars = self.readings["car_id"]
+        _ids, codes = np.unique(cars, return_inverse=True)
+        order = np.argsort(codes, kind="stable")  # each car's readings together, in order
+        same_car = codes[order][1:] == codes[order][:-1]
+        before_row = np.full(len(cars), -1)
+        before_row[order[1:][same_car]] = order[:-1][same_car]
+        has_before = before_row >= 0
+        before = {name: values[np.maximum(before_row, 0)] for name, values in now.items()}
+        return health.verdict_matrix(health.Readings(now, before, has_before))
 
 
 class ChunkDecoder:

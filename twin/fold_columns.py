@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from fleet.contract import SENSORS
 from twin import desired, health
-from twin.chunk import CarEvents, Columns
+from twin.chunk import CarEvents, Chunk, Columns
 from twin.events import datetime_to_ms, ms_to_datetime
 from twin.fold import (
     FoldResult,
@@ -58,6 +58,11 @@ def _fold_in_order(
     scores, score_redelivered = _fresh(events.scores, chunk.score_raws, positions)
     if readings is None or scores is None:
         return None  # a partition's offsets go back within the chunk (a seek): one at a time
+    if (
+        len(readings)
+        and readings.tolist() != events.readings[len(events.readings) - len(readings) :]
+    ):
+        return None  # redelivered readings between new ones (a car on two partitions)
     if not _newer(chunk.readings, readings, _last_reading_key(twin)):
         return None
     if not _newer(chunk.scores, scores, _last_score_key(twin)):
@@ -68,7 +73,7 @@ def _fold_in_order(
         return result
     twin.setdefault("car_id", car_id)  # twins from before the field get it on their next event
     if len(readings):
-        _fold_readings(twin, chunk.readings, readings, history_size)
+        _fold_readings(twin, chunk, readings, history_size)
     if len(scores):
         _fold_scores(twin, events, scores, history_size)
     twin["revision"] += result.applied
@@ -128,30 +133,28 @@ def _last_score_key(twin: Twin) -> tuple[int, int] | None:
     return None if last is None else (datetime_to_ms(last["event_time"]), int(last["seq"]))
 
 
-def _values(columns: Columns, row: int, names: tuple[str, ...] | list[str]) -> dict[str, Any]:
-    return {name: columns[name][row].item() for name in names}
+def _sensors(chunk: Chunk, row: int) -> dict[str, Any]:
+    return dict(zip(SENSORS, chunk.sensor_values[row], strict=True))
 
 
-def _fold_readings(twin: Twin, columns: Columns, rows: Rows, history_size: int) -> None:
-    now = {name: columns[name][rows] for name in health.FIELDS}
-    times = now["event_time"].tolist()
-    _fold_health(twin, now)
+def _fold_readings(twin: Twin, chunk: Chunk, rows: Rows, history_size: int) -> None:
+    columns = chunk.readings
+    _fold_health(twin, chunk, rows)
     kept = rows[-history_size:] if history_size > 0 else rows[:0]
-    entries = [
-        {"event_time": ms_to_datetime(t), "seq": s}
-        for t, s in zip(
-            columns["event_time"][kept].tolist(), columns["seq"][kept].tolist(), strict=True
-        )
-    ]
-    for name in SENSORS:
-        for entry, value in zip(entries, columns[name][kept].tolist(), strict=True):
-            entry[name] = value
     history = twin["history"]
-    history.extend(entries)
+    for row, at, seq in zip(
+        kept.tolist(),
+        columns["event_time"][kept].tolist(),
+        columns["seq"][kept].tolist(),
+        strict=True,
+    ):
+        entry = {"event_time": ms_to_datetime(at), "seq": seq}
+        entry.update(zip(SENSORS, chunk.sensor_values[row], strict=True))
+        history.append(entry)
     del history[: max(0, len(history) - history_size)]
-    first, last = ms_to_datetime(times[0]), ms_to_datetime(times[-1])
+    first, last = (ms_to_datetime(int(columns["event_time"][rows[i]])) for i in (0, -1))
     twin["last_reading"] = {"event_time": last, "seq": int(columns["seq"][rows[-1]])}
-    twin["reported"] = reported_part(_values(columns, int(rows[-1]), SENSORS), last)
+    twin["reported"] = reported_part(_sensors(chunk, int(rows[-1])), last)
     counters = twin["counters"]
     counters["readings_applied"] += len(rows)
     counters["events_applied"] += len(rows)
@@ -161,37 +164,44 @@ def _fold_readings(twin: Twin, columns: Columns, rows: Rows, history_size: int) 
         twin["last_seen"] = last
 
 
-def _fold_health(twin: Twin, now: dict[str, npt.NDArray[Any]]) -> None:
-    """Each rule over the readings at once. A condition that holds after them holds since the
+def _fold_health(twin: Twin, chunk: Chunk, rows: Rows) -> None:
+    """The rules' verdicts on these readings, judged with the chunk (the first one again
+    beside the twin's reported reading). A condition that holds after them holds since the
     first reading of its last run (readings that cannot tell extend a run), or since before
     them if the run began earlier; it is raised by that reading."""
+    verdicts = chunk.verdicts[rows]
+    first = int(rows[0])
+    now = {name: chunk.readings[name][first : first + 1] for name in health.FIELDS}
     previous = previous_reading(twin)
-    before = {
-        name: np.concatenate((values[:1] if previous is None else [previous[name]], values[:-1]))
-        for name, values in now.items()
-    }
-    has_before = np.ones(len(now["event_time"]), bool)
-    has_before[0] = previous is not None
-    verdicts = health.judge(health.Readings(now, before, has_before))
+    if previous is None:
+        readings = health.Readings(now, now, np.zeros(1, bool))
+    else:
+        before = {name: np.array([previous[name]]) for name in health.FIELDS}
+        readings = health.Readings(now, before, np.ones(1, bool))
+    for j, rule in enumerate(health.RULES):
+        if rule.uses_previous:
+            verdicts[0, j] = rule.check(readings)[0]
+    index = np.arange(len(rows))[:, None]
+    last_known = np.where(verdicts != health.UNKNOWN, index, -1).max(axis=0).tolist()
+    last_clear = np.where(verdicts == health.CLEAR, index, -1).max(axis=0)
+    onsets = ((verdicts == health.HOLDS) & (index > last_clear)).argmax(axis=0).tolist()
+    final = verdicts[np.maximum(last_known, 0), np.arange(len(health.RULES))].tolist()
+    cleared = (last_clear >= 0).tolist()
     active = {c["key"]: c for c in twin["health"]["conditions"]}
     conditions = []
-    for rule in health.RULES:
-        verdict = verdicts[rule.key]
-        known = np.flatnonzero(verdict != health.UNKNOWN)
+    for j, rule in enumerate(health.RULES):
         held = active.get(rule.key)
-        if not len(known):  # these readings cannot tell: keep what we knew
+        if last_known[j] < 0:  # these readings cannot tell: keep what we knew
             if held is not None:
                 conditions.append(held)
+        elif final[j] == health.CLEAR:
             continue
-        if verdict[known[-1]] == health.CLEAR:
-            continue
-        cleared = known[verdict[known] == health.CLEAR]
-        if not len(cleared) and held is not None:
+        elif not cleared[j] and held is not None:
             conditions.append(held)
-            continue
-        onset = int(known[known > cleared[-1]][0] if len(cleared) else known[0])
-        since = ms_to_datetime(int(now["event_time"][onset]))
-        conditions.append(condition(rule, _values(now, onset, rule.evidence), since))
+        else:
+            onset = int(rows[onsets[j]])
+            since = ms_to_datetime(int(chunk.readings["event_time"][onset]))
+            conditions.append(condition(rule, _sensors(chunk, onset), since))
     twin["health"] = health_part(conditions)
 
 

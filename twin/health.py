@@ -113,6 +113,7 @@ class Rule:
     wheel: str | None
     check: Callable[[Readings], Verdicts]
     evidence: tuple[str, ...]  # the sensors shown with the condition
+    uses_previous: bool = False  # whether `check` reads the reading before (`Readings.before`)
     key: str = field(init=False)  # e.g. tire_pressure_low_1_2: one condition per wheel
 
     def __post_init__(self) -> None:
@@ -132,7 +133,13 @@ RULES: tuple[Rule, ...] = (
         drive_shaft_vibration,
         ("engine_vibration_amplitude", "speed"),
     ),
-    Rule("coolant_overheating", None, coolant_overheating, ("coolant_temp", "current_draw")),
+    Rule(
+        "coolant_overheating",
+        None,
+        coolant_overheating,
+        ("coolant_temp", "current_draw"),
+        uses_previous=True,
+    ),
     Rule("firmware_outdated", None, firmware_outdated, ("control_unit_firmware",)),
 )
 
@@ -146,6 +153,11 @@ FIELDS: tuple[str, ...] = (*SENSORS, "event_time")
 def judge(readings: Readings) -> dict[str, Verdicts]:
     """Every rule's verdict on every reading, by rule key (e.g. ``tire_pressure_low_1_2``)."""
     return {rule.key: rule.check(readings) for rule in RULES}
+
+
+def verdict_matrix(readings: Readings) -> npt.NDArray[np.int8]:
+    """Every rule's verdicts as one matrix: a row per reading, a column per rule of RULES."""
+    return np.stack([rule.check(readings) for rule in RULES], axis=1)
 
 
 def _one_row(reading: Reading) -> dict[str, npt.NDArray[Any]]:
