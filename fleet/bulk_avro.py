@@ -21,7 +21,7 @@ messages back to back. Both directions are checked byte for byte against fastavr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,7 +139,9 @@ class TelemetryBatchDecoder:
         blob = b"".join(messages)
         columns, ok, car_span, tail_start = self._fixed_fields(blob, lengths)
         good = self._per_message(blob, columns, ok, car_span, tail_start, np.cumsum(lengths))
-        errors, fallback = self._fall_back(messages, columns, good)
+        errors, fallback = _fall_back(
+            self.codec, messages, good, lambda i, record: self._store(columns, i, record)
+        )
         index = np.flatnonzero(np.asarray(good, bool))
         out = {name: values[index] for name, values in columns.items()}
         for name in SENSORS:
@@ -219,26 +221,12 @@ class TelemetryBatchDecoder:
             occurred[i], modes[i] = label
         return good
 
-    def _fall_back(
-        self, messages: Sequence[bytes], columns: dict[str, npt.NDArray[Any]], good: list[bool]
-    ) -> tuple[list[tuple[int, AvroDecodeError]], int]:
-        """Messages the fast path did not parse, through fleet.avro: other writer versions
-        decode (into this version's fields), the rest are errors."""
-        errors: list[tuple[int, AvroDecodeError]] = []
-        fallback = 0
-        for i in [i for i, g in enumerate(good) if not g]:
-            try:
-                record = self.codec.decode(messages[i])
-            except AvroDecodeError as exc:
-                errors.append((i, exc))
-                continue
-            good[i] = True
-            fallback += 1
-            for name in ("car_id", "event_time", "seq", *SENSORS, "failure_occurred"):
-                columns[name][i] = record.get(name)
-            failure_modes = record.get("failure_modes")
-            columns["failure_modes"][i] = None if failure_modes is None else tuple(failure_modes)
-        return errors, fallback
+    @staticmethod
+    def _store(columns: dict[str, npt.NDArray[Any]], i: int, record: dict[str, Any]) -> None:
+        for name in ("car_id", "event_time", "seq", *SENSORS, "failure_occurred"):
+            columns[name][i] = record.get(name)
+        failure_modes = record.get("failure_modes")
+        columns["failure_modes"][i] = None if failure_modes is None else tuple(failure_modes)
 
     def _car(self, raw: bytes) -> str | None:
         try:
@@ -294,7 +282,12 @@ class AnomalyBatchDecoder:
         ok &= pos == end
         columns["car_id"] = np.empty(n, dtype=object)
         good = self._cars_of(blob, columns["car_id"], ok, car_start, car_end)
-        errors, fallback = self._fall_back(messages, columns, good)
+
+        def store(i: int, record: dict[str, Any]) -> None:
+            for name, column in columns.items():
+                column[i] = record[name]
+
+        errors, fallback = _fall_back(self.codec, messages, good, store)
         index = np.flatnonzero(np.asarray(good, bool))
         return DecodedBatch({k: v[index] for k, v in columns.items()}, index, errors, fallback)
 
@@ -317,22 +310,27 @@ class AnomalyBatchDecoder:
             car_ids[i] = car
         return good
 
-    def _fall_back(
-        self, messages: Sequence[bytes], columns: dict[str, npt.NDArray[Any]], good: list[bool]
-    ) -> tuple[list[tuple[int, AvroDecodeError]], int]:
-        errors: list[tuple[int, AvroDecodeError]] = []
-        fallback = 0
-        for i in [i for i, g in enumerate(good) if not g]:
-            try:
-                record = self.codec.decode(messages[i])
-            except AvroDecodeError as exc:
-                errors.append((i, exc))
-                continue
-            good[i] = True
-            fallback += 1
-            for name, column in columns.items():
-                column[i] = record[name]
-        return errors, fallback
+
+def _fall_back(
+    codec: Codec,
+    messages: Sequence[bytes],
+    good: list[bool],
+    store: Callable[[int, dict[str, Any]], None],
+) -> tuple[list[tuple[int, AvroDecodeError]], int]:
+    """Messages the fast path did not parse, through fleet.avro: other writer versions decode
+    (into this version's fields) and are stored, the rest are errors."""
+    errors: list[tuple[int, AvroDecodeError]] = []
+    fallback = 0
+    for i in [i for i, g in enumerate(good) if not g]:
+        try:
+            record = codec.decode(messages[i])
+        except AvroDecodeError as exc:
+            errors.append((i, exc))
+            continue
+        good[i] = True
+        fallback += 1
+        store(i, record)
+    return errors, fallback
 
 
 def _string(buf: U8, pos: I64, end: I64, ok: npt.NDArray[np.bool_]) -> tuple[I64, I64]:
