@@ -23,8 +23,8 @@ import fastavro
 
 from bench._ml_common import stack, write_results
 from fleet.avro import load_schema
-from ml import kafka_source, simdata
 from fleet.bulk_avro import TelemetryBatchDecoder
+from ml import kafka_source, simdata
 
 STREAM_TIMEOUT_MS = 3000
 

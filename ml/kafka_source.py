@@ -22,9 +22,9 @@ from confluent_kafka import KafkaException, TopicPartition
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from fleet import clients
+from fleet.bulk_avro import TelemetryBatchDecoder
 from fleet.logs import get_logger
 from fleet.settings import Settings
-from fleet.bulk_avro import TelemetryBatchDecoder
 
 log = get_logger("ml.kafka_source")
 

@@ -36,12 +36,12 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from fleet import clients
 from fleet.avro import AvroDecodeError, model_announcement_codec
+from fleet.bulk_avro import AnomalyBatchEncoder, DecodedBatch, TelemetryBatchDecoder
 from fleet.logs import get_logger
 from fleet.service import Shutdown
 from fleet.settings import Settings
 from ml import features as ft
 from ml import registry
-from fleet.bulk_avro import AnomalyBatchEncoder, DecodedBatch, TelemetryBatchDecoder
 
 log = get_logger("ml.scorer")
 
