@@ -11,12 +11,14 @@ Only the car id and the label tail are touched per message (a slice and a cache 
 have few distinct car ids and label sets). Every message is checked: header and fingerprint,
 bounds of every field, union indexes, and the message ending exactly where its last field
 does. Anything else (another writer version, a corrupt body) goes to ``fleet.avro``'s codec,
-which resolves other versions or raises the usual ``AvroDecodeError``.
+which resolves the older versions it was given (``also_reads``) or raises the usual
+``AvroDecodeError``. Anomaly messages are parsed the same way (the twin keeps a few of their
+fields); one whose strings hold a non-ASCII byte goes to the codec too, which checks UTF-8.
 
 Encoding: an anomaly event is the same layout for every reading, so the batch is assembled as
 one ``(n, width)`` byte matrix with a mask of the bytes each row uses; ``matrix[mask]`` is all
 messages back to back. Both directions are checked byte for byte against fastavro in
-``tests/ml/test_bulk_avro.py``.
+``tests/fleet/test_bulk_avro.py``.
 """
 
 from __future__ import annotations
@@ -275,11 +277,15 @@ class AnomalyBatchDecoder:
         flag = _gather(buf, pos + 16, 1, end, ok)[:, 0]
         ok &= flag <= 1
         columns["is_anomaly"] = flag == 1
-        _name, pos = _string(buf, pos + 17, end, ok)
-        _version, pos = _string(buf, pos, end, ok)
-        pos = _skip_contributions(buf, pos, end, ok)
+        # Strings with a non-ASCII byte go to the codec, which checks their UTF-8.
+        non_ascii = np.concatenate(([0], np.cumsum(buf >= 0x80)))
+        name_start, pos = _string(buf, pos + 17, end, ok)
+        plain = _ascii(non_ascii, name_start, pos)
+        version_start, pos = _string(buf, pos, end, ok)
+        plain &= _ascii(non_ascii, version_start, pos)
+        pos = _skip_contributions(buf, pos, end, ok, non_ascii, plain)
         _scored_at, pos = _varints(buf, pos, end, ok)
-        ok &= pos == end
+        ok &= (pos == end) & plain
         columns["car_id"] = np.empty(n, dtype=object)
         good = self._cars_of(blob, columns["car_id"], ok, car_start, car_end)
 
@@ -340,6 +346,13 @@ def _string(buf: U8, pos: I64, end: I64, ok: npt.NDArray[np.bool_]) -> tuple[I64
     return pos, pos + np.where(ok, size, 0)
 
 
+def _ascii(non_ascii: I64, start: I64, stop: I64) -> npt.NDArray[np.bool_]:
+    """Whether bytes ``start:stop`` of each message are ASCII (``non_ascii``: the running count
+    of bytes >= 0x80, one longer than the buffer). Rows already rejected may point anywhere."""
+    last = len(non_ascii) - 1
+    return non_ascii[np.clip(stop, 0, last)] == non_ascii[np.clip(start, 0, last)]
+
+
 def _drop(
     ok: npt.NDArray[np.bool_], asked: npt.NDArray[np.bool_], passed: npt.NDArray[np.bool_]
 ) -> None:
@@ -347,9 +360,17 @@ def _drop(
     ok &= ~(asked & ~passed)
 
 
-def _skip_contributions(buf: U8, pos: I64, end: I64, ok: npt.NDArray[np.bool_]) -> I64:
+def _skip_contributions(  # noqa: PLR0917
+    buf: U8,
+    pos: I64,
+    end: I64,
+    ok: npt.NDArray[np.bool_],
+    non_ascii: I64,
+    plain: npt.NDArray[np.bool_],
+) -> I64:
     """Skip an Avro array of {string, double} records at ``pos``: blocks of items, each block
-    a count (negative: followed by its byte size), a zero count ending the array."""
+    a count (negative: followed by its byte size), a zero count ending the array. Clears
+    ``plain`` where a string has a non-ASCII byte (``non_ascii``: their running count)."""
     open_ = ok.copy()
     while open_.any():
         read = open_.copy()
@@ -374,8 +395,9 @@ def _skip_contributions(buf: U8, pos: I64, end: I64, ok: npt.NDArray[np.bool_]) 
         while (remaining > 0).any():
             item = remaining > 0
             read = item.copy()
-            _start, after = _string(buf, pos, end, read)
+            text_start, after = _string(buf, pos, end, read)
             read &= after + 8 <= end
+            plain &= ~read | _ascii(non_ascii, text_start, after)
             _drop(ok, item, read)
             open_ &= read | ~item
             remaining = np.where(read, remaining - 1, 0)

@@ -2,9 +2,9 @@
 
 The projector's hot path decodes a chunk's readings and scores with `fleet.bulk_avro` (numpy
 over the concatenated messages, ~2.5 µs a message instead of ~20 µs with fastavro) and folds
-each car from the columns (`twin/fold_columns.py`). A car whose events the columns cannot
-serve (a command, or an event only the codec could read) keeps its raw messages for the
-reference fold, decoded one event at a time.
+each car from the columns (`twin/fold_columns.py`). Every car keeps its raw messages too: one
+with a command (never in columns), or whose events are not in order, is folded by the
+reference fold, its messages decoded one at a time.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ class CarEvents:
 
     chunk: Chunk
     raws: list[Raw] = field(default_factory=list)
-    readings: list[int] = field(default_factory=list)  # rows of chunk.readings, per raw
-    scores: list[int] = field(default_factory=list)  # rows of chunk.scores
+    readings: list[int] = field(default_factory=list)  # its rows of chunk.readings, in order
+    scores: list[int] = field(default_factory=list)  # its rows of chunk.scores, in order
     in_columns: bool = True  # False: some event is only in `raws` (reference fold)
 
     def envelopes(self) -> list[Envelope]:
@@ -64,8 +64,8 @@ class Chunk:
     @cached_property
     def verdicts(self) -> npt.NDArray[np.int8]:
         """The health rules' verdicts on every reading (a column per rule of health.RULES),
-        each judged beside the car's reading before it in this chunk. A car's first reading
-        here has none: the fold judges it again beside the twin's (`uses_previous` rules)."""
+        each judged beside the car's reading before it in this chunk. The fold judges a car's
+        first new reading again beside its twin's last one (`uses_previous` rules)."""
         now = {name: self.readings[name] for name in health.FIELDS}
         cars = self.readings["car_id"]
         _ids, codes = np.unique(cars, return_inverse=True)
@@ -85,6 +85,11 @@ class ChunkDecoder:
         self.codecs = codecs
         self.telemetry = TelemetryBatchDecoder(features=False)
         self.anomalies = AnomalyBatchDecoder()
+        for kind, codec in codecs.values():  # the codecs given (they may read older versions)
+            if kind == "telemetry":
+                self.telemetry = TelemetryBatchDecoder(codec, features=False)
+            elif kind == "anomaly":
+                self.anomalies = AnomalyBatchDecoder(codec)
 
     def decode(self, messages: Sequence[Raw]) -> Chunk:
         by_kind: dict[Kind, list[Raw]] = {"telemetry": [], "anomaly": [], "command": []}

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -64,7 +64,6 @@ class FoldResult:
     redelivered: int = 0  # events already recorded on the twin
     late: int = 0
     duplicates: int = 0
-    touched: set[str] = field(default_factory=set)
 
 
 def _reading_key(event_time: datetime, seq: int) -> tuple[datetime, int]:

@@ -51,26 +51,24 @@ def _fold_in_order(
     current: Twin | None, car_id: str, events: CarEvents, history_size: int
 ) -> FoldResult | None:
     """The fast path, or None when these events are not the common case."""
-    twin = copy_for_update(current) if current is not None else new_twin(car_id)
-    positions = {(p["topic"], p["partition"]): p["offset"] for p in twin["positions"]}
+    stored = current["positions"] if current is not None else []
+    positions = {(p["topic"], p["partition"]): p["offset"] for p in stored}
     chunk = events.chunk
     readings, reading_redelivered = _fresh(events.readings, chunk.reading_raws, positions)
     scores, score_redelivered = _fresh(events.scores, chunk.score_raws, positions)
     if readings is None or scores is None:
         return None  # a partition's offsets go back within the chunk (a seek): one at a time
-    if (
-        len(readings)
-        and readings.tolist() != events.readings[len(events.readings) - len(readings) :]
-    ):
+    if readings.tolist() != events.readings[len(events.readings) - len(readings) :]:
         return None  # redelivered readings between new ones (a car on two partitions)
-    if not _newer(chunk.readings, readings, _last_reading_key(twin)):
+    if not _newer(chunk.readings, readings, _last_reading_key(current)):
         return None
-    if not _newer(chunk.scores, scores, _last_score_key(twin)):
+    if not _newer(chunk.scores, scores, _last_score_key(current)):
         return None
     result = FoldResult(twin=None, redelivered=reading_redelivered + score_redelivered)
     result.applied = len(readings) + len(scores)
     if result.applied == 0:
         return result
+    twin = copy_for_update(current) if current is not None else new_twin(car_id)
     twin.setdefault("car_id", car_id)  # twins from before the field get it on their next event
     if len(readings):
         _fold_readings(twin, chunk, readings, history_size)
@@ -123,13 +121,13 @@ def _newer(columns: Columns, rows: Rows, after: tuple[int, int] | None) -> bool:
     return bool(np.all(later | (tied & (seqs[1:] > seqs[:-1]))))
 
 
-def _last_reading_key(twin: Twin) -> tuple[int, int] | None:
-    last = twin["last_reading"]
+def _last_reading_key(twin: Twin | None) -> tuple[int, int] | None:
+    last = twin["last_reading"] if twin is not None else None
     return None if last is None else (datetime_to_ms(last["event_time"]), int(last["seq"]))
 
 
-def _last_score_key(twin: Twin) -> tuple[int, int] | None:
-    last = twin["anomaly"]
+def _last_score_key(twin: Twin | None) -> tuple[int, int] | None:
+    last = twin.get("anomaly") if twin is not None else None
     return None if last is None else (datetime_to_ms(last["event_time"]), int(last["seq"]))
 
 

@@ -54,9 +54,6 @@ class Readings:
     before: Columns  # row i: the reading before row i of `now` (anything where there is none)
     has_before: npt.NDArray[np.bool_]
 
-    def __len__(self) -> int:
-        return len(self.has_before)
-
 
 def verdicts(
     holds: npt.NDArray[np.bool_], unknown: npt.NDArray[np.bool_] | None = None

@@ -230,7 +230,20 @@ def test_scores_decode_like_fastavro() -> None:
     records = [random_score(rng) for _ in range(2000)]
     messages = codec.encode_many(records)
     batch = AnomalyBatchDecoder().decode(messages)
-    assert batch.errors == [] and batch.fallback == 0
+    # Non-ASCII strings are left to the codec (it checks UTF-8); the rest are parsed here.
+    non_ascii = sum(
+        not all(
+            text.isascii()
+            for text in (
+                r["model_name"],
+                r["model_version"],
+                *(t["sensor"] for t in r["top_sensors"]),
+            )
+        )
+        for r in records
+    )
+    assert batch.errors == []
+    assert batch.fallback == non_ascii > 0
     for i, message in enumerate(messages):
         record = codec.decode(message)
         for name in ("car_id", "event_time", "seq", "score", "threshold", "is_anomaly"):
@@ -247,6 +260,12 @@ def test_bad_scores_fail_like_fastavro() -> None:
         good[0] + b"\x00",  # trailing bytes: fastavro ignores them, so does the fallback
         good[1][:-9] + b"\x01",  # top sensors' last block cut short
         good[2],
+        codec.encode(random_score(rng) | {"model_version": "vé"}),  # non-ASCII
+        # Not UTF-8 in the model name, and in a sensor name: fastavro refuses both.
+        codec.encode(random_score(rng) | {"model_name": "abc"}).replace(b"abc", b"\xff\xfe\xfd"),
+        codec.encode(
+            random_score(rng) | {"top_sensors": [{"sensor": "xyz", "contribution": 1.0}]}
+        ).replace(b"xyz", b"x\xc3y"),
     ]
     batch = AnomalyBatchDecoder().decode(messages)
     errors = {i for i, _ in batch.errors}

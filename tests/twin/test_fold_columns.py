@@ -4,9 +4,11 @@ twins after every chunk; and in-order chunks really take the fast path."""
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Any
 
+import bson
 import pytest
 
 from fleet.avro import anomaly_codec, command_codec, telemetry_codec
@@ -45,28 +47,37 @@ def random_reading(rng: random.Random, car: str, seq: int, event_time: int) -> d
 
 def stream(rng: random.Random, disorder: bool) -> list[Raw]:
     """Messages of three cars in Kafka order: readings and their scores (in order, or with
-    late and repeated ones), and with ``disorder`` a few commands too."""
+    late and repeated ones, rescores by another model version, cars moving between two
+    partitions and a few commands), now and then two readings at the same time or NaNs."""
     raws: list[Raw] = []
-    offsets: dict[str, int] = dict.fromkeys(TOPICS, -1)
+    offsets: dict[tuple[str, int], int] = {}
 
     def put(topic: str, record: dict[str, Any]) -> None:
-        offsets[topic] += 1
+        partition = rng.choice([0, 1]) if disorder else 0
+        offsets[(topic, partition)] = offsets.get((topic, partition), -1) + 1
         key = record["car_id"].encode()
-        raws.append(Raw(topic, 0, offsets[topic], key, CODECS[topic].encode(record)))
+        value = CODECS[topic].encode(record)
+        raws.append(Raw(topic, partition, offsets[(topic, partition)], key, value))
 
     times: dict[str, list[int]] = {car: [] for car in CARS}  # event time of each seq
     for _ in range(rng.randrange(20, 200)):
         car = rng.choice(CARS)
         seq = len(times[car])
-        gap = 200_000 if rng.random() < 0.05 else STEP  # a long gap: no coolant rate
+        # A long gap says nothing about the coolant's rate; no gap: the same time, a new seq.
+        gap = rng.choices([STEP, 200_000, 0], [0.9, 0.05, 0.05])[0]
         times[car].append((times[car][-1] if times[car] else T0) + gap)
         if disorder and seq > 2 and rng.random() < 0.15:
             seq = rng.randrange(seq - 2, seq + 1)  # late or repeated
         at = times[car][seq]
-        put("telemetry", random_reading(rng, car, seq, at))
+        record = random_reading(rng, car, seq, at)
+        if rng.random() < 0.03:
+            record[rng.choice(["coolant_temp", "speed", "current_draw"])] = math.nan
+        put("telemetry", record)
         if rng.random() < 0.8:
             value = rng.choice([0.1, 0.2, 0.9, 1.5])
             put("scores", score(car, seq=seq, value=value, event_time=at, version="1"))
+            if disorder and rng.random() < 0.05:  # the same reading scored by a new model
+                put("scores", score(car, seq=seq, value=0.3, event_time=at, version="2"))
         if disorder and rng.random() < 0.03:
             put("commands", cmd(car=car, value=rng.choice([1000, 2000])))
     return raws
@@ -83,12 +94,16 @@ def reference(raws: list[Raw]) -> dict[str, list[Envelope]]:
     return events
 
 
-def cuts(rng: random.Random, raws: list[Raw]) -> list[list[Raw]]:
-    """The stream cut into random chunks; sometimes a chunk is delivered again (a redelivery)."""
+def cuts(rng: random.Random, raws: list[Raw], seeks: bool = True) -> list[list[Raw]]:
+    """The stream cut into random chunks; sometimes a chunk is delivered again (a redelivery),
+    or a chunk holds part of the stream twice (a seek back within one poll)."""
     chunks, start = [], 0
     while start < len(raws):
         end = start + rng.randrange(1, 60)
-        chunks.append(raws[start:end])
+        chunk = raws[start:end]
+        if seeks and rng.random() < 0.1:
+            chunk = chunk + raws[max(0, end - rng.randrange(1, 20)) : end]
+        chunks.append(chunk)
         if rng.random() < 0.2:
             back = max(0, start - rng.randrange(1, 30))
             chunks.append(raws[back:end])
@@ -112,7 +127,8 @@ def fold_both(
             want.late,
             want.duplicates,
         )
-        assert got.twin == want.twin
+        # As stored: the same fields in the same order with the same types (NaN included).
+        assert bson.encode(got.twin or {}) == bson.encode(want.twin or {})
         twins[car] = (
             want.twin if want.twin is not None else want_before,
             got.twin if got.twin is not None else got_before,
@@ -134,7 +150,7 @@ def test_in_order_chunks_take_the_fast_path() -> None:
     rng = random.Random(7)
     twins: dict[str, Twin | None] = {}
     fast = 0
-    for chunk in cuts(rng, stream(rng, disorder=False)):
+    for chunk in cuts(rng, stream(rng, disorder=False), seeks=False):
         decoded = DECODER.decode(chunk)
         for car, events in decoded.cars.items():
             result = _fold_in_order(twins.get(car), car, events, 5)
@@ -165,6 +181,9 @@ def test_undecodable_messages_are_skipped_and_counted() -> None:
     good = Raw("telemetry", 0, 0, b"car1", CODECS["telemetry"].encode(reading(seq=0)))
     bad = Raw("telemetry", 0, 1, b"car1", b"\xc3\x01garbage")
     worse = Raw("scores", 0, 0, b"car1", b"")
-    decoded = DECODER.decode([good, bad, worse])
-    assert decoded.undecodable == 2
+    # Not UTF-8 in a string the fold does not keep: fastavro refuses it, and so do we.
+    named = CODECS["scores"].encode(score(seq=0) | {"model_name": "abc"})
+    not_utf8 = Raw("scores", 0, 1, b"car1", named.replace(b"abc", b"\xff\xfe\xfd"))
+    decoded = DECODER.decode([good, bad, worse, not_utf8])
+    assert decoded.undecodable == 3
     assert decoded.cars["car1"].raws == [good]
