@@ -78,7 +78,7 @@ def messages(cars: int, steps: int, settings: Settings) -> list[Raw]:
 def reference(raws: list[Raw], settings: Settings, history: int) -> dict[str, Twin]:
     codecs, twins = codecs_for(settings), {}
     for chunk in chunks_by_car(raws, settings.twin.write_chunk):
-        events, _offsets, _bad = decode_messages(chunk, codecs)
+        events = decode_messages(chunk, codecs)
         per_car: dict[str, list[Envelope]] = {}
         for event in events:
             per_car.setdefault(event.car_id, []).append(event)

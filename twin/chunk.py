@@ -20,12 +20,9 @@ import numpy.typing as npt
 from fleet.avro import AvroDecodeError, Codec
 from fleet.bulk_avro import AnomalyBatchDecoder, DecodedBatch, TelemetryBatchDecoder
 from fleet.contract import SENSORS
-from fleet.logs import get_logger
 from twin import health
 from twin.events import Envelope, Kind
-from twin.project import Raw, decode_messages
-
-log = get_logger("twin.chunk")
+from twin.project import Raw, decode_messages, log_undecodable
 
 Columns = dict[str, npt.NDArray[Any]]
 
@@ -42,8 +39,7 @@ class CarEvents:
 
     def envelopes(self) -> list[Envelope]:
         """The events decoded one at a time, for the reference fold."""
-        events, _offsets, _bad = decode_messages(self.raws, self.chunk.codecs)
-        return events
+        return decode_messages(self.raws, self.chunk.codecs)
 
 
 @dataclass
@@ -138,7 +134,7 @@ class ChunkDecoder:
         try:
             return str(self.codecs[message.topic][1].decode(message.value)["car_id"])
         except AvroDecodeError as exc:
-            _log_undecodable(message, exc)
+            log_undecodable(message, exc)
             return None
 
 
@@ -152,16 +148,5 @@ def _rows(batch: DecodedBatch, count: int) -> list[int]:
 
 def _log_errors(batch: DecodedBatch, messages: list[Raw]) -> int:
     for i, error in batch.errors:
-        _log_undecodable(messages[i], error)
+        log_undecodable(messages[i], error)
     return len(batch.errors)
-
-
-def _log_undecodable(message: Raw, error: AvroDecodeError) -> None:
-    # Skipped, as by twin.project.decode_messages; its offset still counts as consumed.
-    log.error(
-        "undecodable event skipped",
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        error=str(error),
-    )

@@ -91,32 +91,32 @@ def poll(consumer: Consumer, limit: int, timeout: float, max_cars: int | None = 
 
 def decode_messages(
     messages: Iterable[Raw], codecs: Mapping[str, tuple[Kind, Codec]]
-) -> tuple[list[Envelope], dict[tuple[str, int], int], int]:
-    """Raw messages -> (events, last offset per partition, undecodable count).
+) -> list[Envelope]:
+    """Raw messages -> events, one at a time (the reference fold's input).
 
-    An undecodable event is skipped (the bridge validates input, so it is a bug upstream),
-    but its offset still counts as consumed.
+    An undecodable event is logged and skipped (the bridge validates input, so it is a bug
+    upstream); its offset still counts as consumed.
     """
     events: list[Envelope] = []
-    offsets: dict[tuple[str, int], int] = {}
-    undecodable = 0
-    for topic, partition, offset, _key, value in messages:
-        offsets[(topic, partition)] = offset  # in order per partition: the last one wins
-        kind, codec = codecs[topic]
+    for message in messages:
+        kind, codec = codecs[message.topic]
         try:
-            record = codec.decode(value)
+            record = codec.decode(message.value)
         except AvroDecodeError as exc:
-            undecodable += 1
-            log.error(
-                "undecodable event skipped",
-                topic=topic,
-                partition=partition,
-                offset=offset,
-                error=str(exc),
-            )
+            log_undecodable(message, exc)
             continue
-        events.append(Envelope(topic, partition, offset, kind, record))
-    return events, offsets, undecodable
+        events.append(Envelope(message.topic, message.partition, message.offset, kind, record))
+    return events
+
+
+def log_undecodable(message: Raw, error: AvroDecodeError) -> None:
+    log.error(
+        "undecodable event skipped",
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        error=str(error),
+    )
 
 
 @dataclass
