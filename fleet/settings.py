@@ -61,6 +61,11 @@ class MqttSettings(BaseModel):
     gateway_username: str = "fleet-gateway"
     gateway_password: SecretStr = SecretStr("gateway-secret")
     tls: bool = False
+    max_packet_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        description="the local stack's Mosquitto refuses larger packets (and drops the client)",
+    )
 
 
 class GcsSettings(BaseModel):
@@ -128,7 +133,16 @@ class IngestSettings(BaseModel):
     bridge_session_expiry: int = Field(
         7 * 24 * 3600, ge=1, description="seconds the broker keeps a stopped bridge's queue"
     )
-    max_payload_bytes: int = Field(16_384, ge=256)
+    max_payload_bytes: int = Field(
+        16_384, ge=256, description="longest reading payload; longer ones are dead-lettered"
+    )
+    dead_letter_payload_bytes: int = Field(
+        65_536,
+        ge=0,
+        le=512 * 1024,
+        description="most bytes of a rejected payload a dead letter carries (its length and "
+        "SHA-256 always): every dead letter fits the topic's max.message.bytes of 1 MiB",
+    )
 
 
 class TwinSettings(BaseModel):

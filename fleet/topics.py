@@ -10,6 +10,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from fleet.settings import Settings
 
 THIRTY_DAYS_MS = str(30 * 24 * 3600 * 1000)
+DEAD_LETTER_MAX_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             topics.dead_letters,
             topics.dead_letters_partitions,
             rf,
-            {"retention.ms": THIRTY_DAYS_MS},
-            "rejected input: original bytes, reason in headers",
+            # Set, not inherited: the bridge bounds every dead letter to fit it.
+            {"retention.ms": THIRTY_DAYS_MS, "max.message.bytes": str(DEAD_LETTER_MAX_BYTES)},
+            "rejected input: original bytes (up to a bound), reason in headers",
         ),
         TopicSpec(
             topics.models,

@@ -34,6 +34,7 @@ import paho.mqtt.client as mqtt
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 from prometheus_client import Counter, Gauge, Histogram
 
 from fleet import clients
@@ -41,11 +42,13 @@ from fleet.avro import telemetry_codec
 from fleet.logs import get_logger
 from fleet.service import Shutdown
 from fleet.settings import Settings
-from ingest.deadletter import dead_letter_headers
+from ingest.deadletter import dead_letter
 from ingest.fast_avro import BatchEncoder
 from ingest.mqtt_fast import Publish, install_bulk_reader, puback_packets, queue_raw
 from ingest.sequence import Sequencer
 from ingest.validation import (
+    POISON,
+    RETAINED,
     TOPIC,
     Rejected,
     WireReading,
@@ -113,13 +116,23 @@ class Pending:
             # Not confirmed, so not acked: the main loop produces it again.
             log.warning("kafka delivery failed; retrying", error=str(err))
             bridge.stats.retried += 1
-            topic, value = msg.topic(), msg.value()
+            topic, value, headers = msg.topic(), msg.value(), msg.headers()
             assert topic is not None and value is not None  # set on every produced message
-            bridge._retry.append((self, topic, value, msg.key(), msg.headers()))
+            if err.code() == KafkaError.MSG_SIZE_TOO_LARGE and value:
+                # Only a dead letter can be this large (a topic with a smaller limit than
+                # ours): retrying it as it is would hold the bridge forever.
+                value, headers = _without_payload(headers)
+            bridge._retry.append((self, topic, value, msg.key(), headers))
             return
         self.remaining -= 1
         if self.remaining == 0 and self.sealed:
             bridge._confirmed(self)
+
+
+def _without_payload(headers: Any) -> tuple[bytes, Any]:
+    """A message Kafka refuses as too large, sent again without its value (a dead letter's
+    headers still tell its reason, length and digest)."""
+    return b"", [*(headers or []), ("payload_omitted", b"too large for the topic")]
 
 
 @dataclass
@@ -219,7 +232,14 @@ class Bridge:
             subscription=self.subscription,
         )
         # Subscribing again on a resumed session is harmless and covers an expired one.
-        client.subscribe(self.subscription, qos=1)
+        # Retained readings: never sent for the subscription itself (else every restart
+        # would ingest them again), and flagged when published live, so they can be refused.
+        options = SubscribeOptions(
+            qos=1,
+            retainAsPublished=True,
+            retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND,
+        )
+        client.subscribe(self.subscription, options=options)
 
     def _on_subscribe(self, *_args: Any) -> None:
         # Readings published before the first subscription are not kept (MQTT semantics):
@@ -274,15 +294,35 @@ class Bridge:
             self._cars[topic] = known
         return known
 
+    def _decode(self, publish: Publish) -> tuple[str, WireReading] | Rejected:
+        """One message: (car id, reading), or why it is refused."""
+        if publish.retain:
+            # A retained reading is one car's state of some moment, replayed to whoever
+            # subscribes: it is not a new reading, and restarts must never create readings.
+            return Rejected(RETAINED, "retained publish: readings are events, not state")
+        car_id = self._car_id(publish.topic)
+        if isinstance(car_id, Rejected):
+            return car_id
+        payload = publish.payload
+        wire = decode_valid(payload) if len(payload) <= self.max_payload else None
+        if wire is None:  # the slow path: converts, or says why not
+            reading = parse_payload(payload, self.max_payload)
+            if isinstance(reading, Rejected):
+                return reading
+            wire = WireReading(
+                tuple(reading.sensors.values()),
+                reading.timestamp_ms,
+                reading.seq,
+                reading.failure_occurred,
+                reading.failure_modes,
+            )
+        return car_id, wire
+
     def _handle(self, chunks: list[Chunk]) -> None:
         """Validate, stamp, encode and produce one batch (one Kafka message per input)."""
         pending = Pending(self)
-        car_ids: list[str] = []
-        event_times: list[int] = []
-        seqs: list[int] = []
-        rows: list[tuple[float | int, ...]] = []
-        labels: list[tuple[bool | None, list[str] | None]] = []
-        next_seq, max_payload = self.sequencer.next, self.max_payload
+        accepted: list[tuple[Publish, str, WireReading, int, int]] = []
+        next_seq = self.sequencer.next
         for chunk in chunks:
             received_ms = int(chunk.received_at * 1000)
             received_us = int(chunk.received_at * 1_000_000)
@@ -291,57 +331,88 @@ class Bridge:
             for publish in chunk.publishes:
                 if publish.qos:
                     pending.acks.append((generation, publish.mid))
-                car_id = self._car_id(publish.topic)
-                if isinstance(car_id, Rejected):
-                    self._dead_letter(pending, publish, car_id, received_ms)
+                try:
+                    outcome = self._decode(publish)
+                except Exception as exc:  # validation is total; this is the last line anyway
+                    self._poison(pending, publish, exc, received_ms)
                     continue
-                payload = publish.payload
-                wire = decode_valid(payload) if len(payload) <= max_payload else None
-                if wire is None:  # the slow path: converts, or says why not
-                    reading = parse_payload(payload, max_payload)
-                    if isinstance(reading, Rejected):
-                        self._dead_letter(pending, publish, reading, received_ms)
-                        continue
-                    wire = WireReading(
-                        tuple(reading.sensors.values()),
-                        reading.timestamp_ms,
-                        reading.seq,
-                        reading.failure_occurred,
-                        reading.failure_modes,
-                    )
-                car_ids.append(car_id)
-                event_times.append(wire.timestamp_ms or received_ms)
-                seqs.append(next_seq(car_id, wire.seq, received_us))
-                rows.append(wire.sensors)
-                labels.append((wire.failure_occurred, wire.failure_modes))
-        if rows:
-            values = self.encoder.encode_rows(
-                car_ids, event_times, seqs, np.array(rows, dtype=np.float64), labels
-            )
+                if isinstance(outcome, Rejected):
+                    self._dead_letter(pending, publish, outcome, received_ms)
+                    continue
+                car_id, wire = outcome
+                seq = next_seq(car_id, wire.seq, received_us)
+                accepted.append((publish, car_id, wire, wire.timestamp_ms or received_ms, seq))
+        if accepted:
             topic = self.settings.topics.telemetry
             produce, delivered = self.producer.produce, pending.delivered
-            for car_id, value in zip(car_ids, values, strict=True):
+            for (_publish, car_id, *_rest), value in self._encode(pending, accepted):
                 try:
                     produce(topic, value, car_id, on_delivery=delivered)
                     pending.remaining += 1
                 except (BufferError, KafkaException):  # full, or no topic: wait for room
                     self._produce(pending, topic, value, car_id.encode(), None)
-            pending.produced += len(values)
+                pending.produced += 1
         pending.sealed = True
         if pending.remaining == 0:  # (confirmed already, e.g. during a wait for room)
             self._confirmed(pending)
 
+    def _encode_rows(self, rows: list[tuple[Publish, str, WireReading, int, int]]) -> list[bytes]:
+        return self.encoder.encode_rows(
+            [row[1] for row in rows],
+            [row[3] for row in rows],
+            [row[4] for row in rows],
+            np.array([row[2].sensors for row in rows], dtype=np.float64),
+            [(row[2].failure_occurred, row[2].failure_modes) for row in rows],
+        )
+
+    def _encode(
+        self, pending: Pending, rows: list[tuple[Publish, str, WireReading, int, int]]
+    ) -> list[tuple[tuple[Publish, str, WireReading, int, int], bytes]]:
+        """Avro for the accepted rows, in bulk; should the bulk encoder ever fail, row by row,
+        so only the row that breaks it is dead-lettered (as ``poison``)."""
+        try:
+            return list(zip(rows, self._encode_rows(rows), strict=True))
+        except Exception:
+            log.exception("bulk encoding failed; encoding the batch row by row")
+        encoded = []
+        for row in rows:
+            try:
+                encoded.append((row, self._encode_rows([row])[0]))
+            except Exception as exc:
+                self._poison(pending, row[0], exc, row[3])
+        return encoded
+
+    def _poison(self, pending: Pending, publish: Publish, exc: Exception, received_ms: int) -> None:
+        """A message that made the bridge's own code fail: dead-lettered with the error class,
+        never retried (the failure is deterministic) and never allowed to stop the bridge."""
+        log.error("message broke the bridge; dead-lettered as poison", error=repr(exc)[:300])
+        detail = f"{type(exc).__name__}: {str(exc)[:300]}"
+        self._dead_letter(
+            pending, publish, Rejected(POISON, detail), received_ms, error=type(exc).__name__
+        )
+
     def _dead_letter(
-        self, pending: Pending, publish: Publish, rejected: Rejected, received_ms: int
+        self,
+        pending: Pending,
+        publish: Publish,
+        rejected: Rejected,
+        received_ms: int,
+        **extra: str,
     ) -> None:
         try:
             topic = publish.topic.decode()
         except UnicodeDecodeError:
             topic = ""  # the reason says so; the header cannot carry the original
-        headers = dead_letter_headers(rejected, "mqtt", received_ms, mqtt_topic=topic)
-        self._produce(
-            pending, self.settings.topics.dead_letters, publish.payload, None, list(headers)
+        value, headers = dead_letter(
+            rejected,
+            publish.payload,
+            self.settings.ingest.dead_letter_payload_bytes,
+            "mqtt",
+            received_ms,
+            mqtt_topic=topic,
+            **extra,
         )
+        self._produce(pending, self.settings.topics.dead_letters, value, None, headers)
         pending.dead[rejected.reason] = pending.dead.get(rejected.reason, 0) + 1
 
     def _produce(
@@ -365,6 +436,9 @@ class Bridge:
             except BufferError:  # librdkafka's queue is full: serve callbacks, then retry
                 self.producer.poll(0.1)
             except KafkaException as exc:  # e.g. the topic is missing: wait for it
+                if exc.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE and value:
+                    value, headers = _without_payload(headers)
+                    continue
                 if self._stopping or (self._run_shutdown and self._run_shutdown.requested):
                     pending.dropped = True  # never acked: the broker redelivers the batch
                     return

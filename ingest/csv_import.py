@@ -22,7 +22,7 @@ from fleet import clients
 from fleet.avro import telemetry_codec
 from fleet.contract import SENSOR_TYPES, SENSORS
 from fleet.settings import Settings
-from ingest.deadletter import dead_letter_headers
+from ingest.deadletter import dead_letter
 from ingest.sequence import Sequencer
 from ingest.validation import (
     MAX_TIMESTAMP_MS,
@@ -159,13 +159,19 @@ def import_csv(
             stats.rows += 1
             parsed = parse_row(index, row)
             if isinstance(parsed, Rejected):
-                headers = dead_letter_headers(
-                    parsed, "csv", int(time.time() * 1000), file=path.name, row=number
+                value, headers = dead_letter(
+                    parsed,
+                    raw.encode(),
+                    settings.ingest.dead_letter_payload_bytes,
+                    "csv",
+                    int(time.time() * 1000),
+                    file=path.name,
+                    row=number,
                 )
                 produce(
                     dead_letters,
                     None,
-                    raw.encode(),
+                    value,
                     headers=headers,
                     on_delivery=lambda err, msg, r=parsed.reason: delivered(r, err, msg),
                 )

@@ -46,6 +46,7 @@ class Publish:
     payload: bytes
     mid: int
     qos: int
+    retain: bool = False  # set on a live publish only if subscribed with "retain as published"
 
 
 def remaining_length(length: int) -> bytes:
@@ -88,7 +89,7 @@ def decode_publish(command: int, body: bytes, v5: bool) -> Publish:
             raise ValueError("PUBLISH properties cut off")
         props_len, pos = found
         pos += props_len
-    return Publish(topic, body[pos:], mid, qos)
+    return Publish(topic, body[pos:], mid, qos, bool(command & 0x01))
 
 
 def puback_packets(mids: Iterable[int]) -> bytes:

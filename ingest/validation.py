@@ -15,6 +15,13 @@ optional:
   ``failure_modes`` (a list of names from ``fleet.contract.FAILURE_MODES``): simulator labels.
 
 Other fields are ignored, so cars may send more than the platform reads.
+
+The payload is JSON as RFC 8259 has it between systems: UTF-8 without a byte-order mark,
+object keys unique (a repeated key is refused rather than letting the last one win, so a
+reading means one thing to every parser), nested at most ``MAX_NESTING`` levels deep.
+
+Validation is total: every payload yields a :class:`Reading` or a :class:`Rejected`, never an
+exception (``tests/ingest/test_validation_fuzz.py`` holds it to that).
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ SAFE_CAR_ID: Final = re.compile(r"[A-Za-z0-9_.-]+")
 MIN_TIMESTAMP_MS: Final = 946_684_800_000
 MAX_TIMESTAMP_MS: Final = 4_102_444_800_000
 MAX_SEQ: Final = 2**63 - 1
+#: Objects and arrays inside one another, the payload itself being level 1.
+MAX_NESTING: Final = 32
 _FAILURE_MODES: Final = frozenset(FAILURE_MODES)
 
 # Reason codes (the `reason` header of a dead letter).
@@ -49,6 +58,11 @@ MISSING_FIELD = "missing_field"
 WRONG_TYPE = "wrong_type"
 NOT_FINITE = "not_finite"
 OUT_OF_RANGE = "out_of_range"
+DUPLICATE_FIELD = "duplicate_field"
+TOO_DEEP = "too_deep"
+# The bridge's own reasons (not about a payload's content).
+RETAINED = "retained"
+POISON = "poison"
 REASONS: Final = (
     TOPIC,
     CAR_ID,
@@ -59,6 +73,10 @@ REASONS: Final = (
     WRONG_TYPE,
     NOT_FINITE,
     OUT_OF_RANGE,
+    DUPLICATE_FIELD,
+    TOO_DEEP,
+    RETAINED,
+    POISON,
 )
 
 
@@ -90,6 +108,43 @@ def _refuse_constant(name: str) -> float:
     raise _NonFinite(name)
 
 
+class _Duplicate(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads``'s object hook: an object whose keys are unique, or ``_Duplicate``."""
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        seen: set[str] = set()
+        for key, _value in pairs:
+            if key in seen:
+                raise _Duplicate(key)
+            seen.add(key)
+    return data
+
+
+def nesting_depth(value: Any) -> int:
+    """How many objects and arrays deep ``value`` goes (a scalar is 0), without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = item.values()
+        elif not isinstance(item, list):
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in item)
+    return deepest
+
+
+def _shown(value: Any, width: int = 40) -> str:
+    """A value for a message, cut to ``width`` characters (numbers can be thousands long)."""
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**width else "a huge integer"
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def check_car_id(car_id: str, reserved: Collection[str] = ()) -> Rejected | None:
     """None if ``car_id`` is acceptable; ``reserved`` are service accounts, never cars."""
     if not car_id:
@@ -119,17 +174,14 @@ def _number(name: str, value: Any, kind: type) -> float | int | Rejected:
         return Rejected(WRONG_TYPE, f"{name} must be a number, got {type(value).__name__}")
     if isinstance(value, float) and not math.isfinite(value):
         return Rejected(NOT_FINITE, f"{name} is {value}")
-    if kind is int:
-        if isinstance(value, float):
-            if not value.is_integer():
-                return Rejected(WRONG_TYPE, f"{name} must be an integer, got {value}")
-            value = int(value)
-    else:
-        value = float(value)
+    if kind is int and isinstance(value, float) and not value.is_integer():
+        return Rejected(WRONG_TYPE, f"{name} must be an integer, got {value}")
     low, high = PHYSICAL_RANGES[name]
+    # Compared before converting: Python compares an int of any size with a float exactly,
+    # while float() of a 400-digit integer overflows.
     if not low <= value <= high:
-        return Rejected(OUT_OF_RANGE, f"{name}={value} outside [{low:g}, {high:g}]")
-    return value
+        return Rejected(OUT_OF_RANGE, f"{name}={_shown(value)} outside [{low:g}, {high:g}]")
+    return int(value) if kind is int else float(value)
 
 
 def _integer(name: str, value: Any, low: int, high: int) -> int | Rejected:
@@ -137,9 +189,9 @@ def _integer(name: str, value: Any, low: int, high: int) -> int | Rejected:
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         else:
-            return Rejected(WRONG_TYPE, f"{name} must be an integer, got {value!r:.40}")
+            return Rejected(WRONG_TYPE, f"{name} must be an integer, got {_shown(value)}")
     if not low <= value <= high:
-        return Rejected(OUT_OF_RANGE, f"{name}={value} outside [{low}, {high}]")
+        return Rejected(OUT_OF_RANGE, f"{name}={_shown(value)} outside [{low}, {high}]")
     return value
 
 
@@ -156,7 +208,7 @@ def _labels(data: Mapping[str, Any]) -> tuple[bool | None, list[str] | None] | R
             return Rejected(WRONG_TYPE, "failure_modes must be a list of strings")
         unknown = set(modes) - _FAILURE_MODES
         if unknown:
-            return Rejected(OUT_OF_RANGE, f"unknown failure modes {sorted(unknown)[:5]}")
+            return Rejected(OUT_OF_RANGE, f"unknown failure modes {_shown(sorted(unknown), 200)}")
     return occurred, modes
 
 
@@ -235,12 +287,23 @@ _SENSOR_COUNT: Final = len(SENSORS)
 
 def decode_valid(payload: bytes) -> WireReading | None:
     """The fast path (parsing and checks in C): a payload that is valid as it stands, or None
-    (then ``parse_payload``'s slow path accepts it after conversions or says why not)."""
+    (then ``parse_payload``'s slow path accepts it after conversions or says why not).
+
+    It takes only payloads whose keys are exactly the fields it decoded, each once: ASCII, and
+    as many colons as non-null fields (every key brings one colon, and no accepted value holds
+    one). So an unknown, repeated or null field, a nested object, and any non-ASCII byte all
+    go to the slow path, which alone decides the rules msgspec does not know (unique keys,
+    strict UTF-8, nesting). Two scans in C: well under a microsecond for a reading."""
+    if not payload.isascii():
+        return None
     try:
         wire = _DECODER.decode(payload)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return None
     values = msgspec.structs.astuple(wire)
+    present = _SENSOR_COUNT + sum(value is not None for value in values[_SENSOR_COUNT:])
+    if payload.count(b":") != present:
+        return None
     occurred = values[_SENSOR_COUNT + 2]
     if type(occurred) is str:
         occurred = occurred == "true"
@@ -253,6 +316,36 @@ def decode_valid(payload: bytes) -> WireReading | None:
     )
 
 
+def _utf8(payload: bytes) -> str | Rejected:
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Rejected(NOT_JSON, f"not UTF-8: {exc.reason} at byte {exc.start}")
+    if text.startswith("\ufeff"):
+        return Rejected(NOT_JSON, "starts with a byte-order mark (JSON payloads are plain UTF-8)")
+    return text
+
+
+def load_json(payload: bytes) -> Any | Rejected:
+    """The payload as Python data under the contract's JSON rules (module docstring)."""
+    text = _utf8(payload)
+    if isinstance(text, Rejected):
+        return text
+    try:
+        data = json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
+    except _NonFinite as exc:
+        return Rejected(NOT_FINITE, f"JSON has the non-finite number {exc}")
+    except _Duplicate as exc:
+        return Rejected(DUPLICATE_FIELD, f"field {_shown(str(exc))} appears more than once")
+    except RecursionError:
+        data = _MISSING  # deeper than the parser goes, so deeper than MAX_NESTING
+    except ValueError as exc:  # JSONDecodeError, and integers of over 4,300 digits
+        return Rejected(NOT_JSON, f"not JSON: {str(exc)[:200]}")
+    if data is _MISSING or nesting_depth(data) > MAX_NESTING:
+        return Rejected(TOO_DEEP, f"nested deeper than {MAX_NESTING} levels")
+    return data
+
+
 def parse_payload(payload: bytes, max_bytes: int) -> Reading | Rejected:
     """Decode and validate one JSON payload."""
     if len(payload) > max_bytes:
@@ -260,12 +353,9 @@ def parse_payload(payload: bytes, max_bytes: int) -> Reading | Rejected:
     wire = decode_valid(payload)
     if wire is not None:
         return Reading(dict(zip(SENSORS, wire.sensors, strict=True)), *wire[1:])
-    try:
-        data = json.loads(payload, parse_constant=_refuse_constant)
-    except _NonFinite as exc:
-        return Rejected(NOT_FINITE, f"JSON has the non-finite number {exc}")
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError
-        return Rejected(NOT_JSON, f"not JSON: {str(exc)[:200]}")
+    data = load_json(payload)
+    if isinstance(data, Rejected):
+        return data
     if not isinstance(data, dict):
         return Rejected(NOT_OBJECT, f"JSON {type(data).__name__} instead of an object")
     return validate_fields(data)

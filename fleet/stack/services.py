@@ -312,6 +312,10 @@ class Mosquitto(Service):
                     # A bridge that stops acking (backpressure) must not make Mosquitto drop QoS 1.
                     "max_queued_messages 1000000",
                     "max_inflight_messages 1000",
+                    # A huge publish is refused here (the client is disconnected), before it
+                    # costs the bridge or Kafka anything; the bridge dead-letters what passes
+                    # this bound but not its own `ingest.max_payload_bytes`.
+                    f"max_packet_size {self.settings.mqtt.max_packet_bytes}",
                     "log_dest stdout",
                     "log_type error",
                     "log_type warning",

@@ -41,7 +41,7 @@ from ingest.outputs import json_payloads
 from ingest.simulator import FleetSimulator, SimulationConfig
 from ingest.validation import TOPIC_PREFIX, reading_payload
 from lake.naming import DATASET_PREFIXES
-from tests.ingest.helpers import valid_sensors
+from tests.ingest.helpers import hostile_payloads, valid_sensors
 from twin import store
 
 FLEET = Path(sys.executable).with_name("fleet")
@@ -371,6 +371,7 @@ def bad_inputs(car: str) -> list[tuple[str, bytes, str]]:
         (topic, reading_payload(good)[:-1] + b',"pad":"' + b"x" * 20_000 + b'"}', "oversized"),
         (TOPIC_PREFIX + "car*1", reading_payload(good), "car_id"),
         (f"{topic}/engine", reading_payload(good), "topic"),
+        *((topic, payload, reason) for payload, reason in hostile_payloads()),
     ]
 
 

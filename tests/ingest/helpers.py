@@ -82,8 +82,8 @@ class Publisher:
         with self._lock:
             (self.refused if reason.is_failure else self.acked).append(mid)
 
-    def publish(self, topic: str, payload: bytes, qos: int = 1) -> int:
-        info = self.client.publish(topic, payload, qos=qos)
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> int:
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
         self.published += 1
         return info.mid
 
@@ -123,3 +123,21 @@ class TopicReader:
 
     def close(self) -> None:
         self.consumer.close()
+
+
+def hostile_payloads() -> list[tuple[bytes, str]]:
+    """Payloads from the hostile-input catalog of issue 16 that once crashed or fooled the
+    bridge, each with the dead-letter reason it now gets."""
+    valid = valid_payload()
+    return [
+        # An integer literal too large for a float (float() raised OverflowError).
+        (valid.replace(b'"speed":', b'"speed":1' + b"0" * 400 + b',"x":'), "out_of_range"),
+        # An unknown field nested 3,000 deep (msgspec raised RecursionError).
+        (valid[:-1] + b',"x":' + b"[" * 3000 + b"]" * 3000 + b"}", "too_deep"),
+        # Invalid UTF-8 in an unknown field's key and value (was accepted).
+        (valid[:-1] + b',"x\xff":"\xfe"}', "not_json"),
+        # A repeated key (the last one won, so a parser-dependent reading passed).
+        (b'{"speed":-5,' + valid[1:], "duplicate_field"),
+        # UTF-16 with a byte-order mark (was accepted).
+        ("\ufeff".encode("utf-16-le") + valid.decode().encode("utf-16-le"), "not_json"),
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -10,9 +11,12 @@ import subprocess
 import sys
 import urllib.request
 import uuid
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
+from confluent_kafka import Message
 
 from fleet.avro import telemetry_codec
 from fleet.contract import SENSORS
@@ -25,6 +29,7 @@ from tests.ingest.helpers import (
     TEST_SESSION_EXPIRY,
     Publisher,
     TopicReader,
+    hostile_payloads,
     short_lived,
     valid_payload,
     valid_sensors,
@@ -115,6 +120,7 @@ BAD_INPUTS = [
     ("vehicles/sensor/data/" + "c" * 65, valid_payload(), "car_id"),
     ("vehicles/sensor/data/car*1", valid_payload(), "car_id"),
     ("vehicles/sensor/data/car1/engine", valid_payload(), "topic"),
+    *(("vehicles/sensor/data/car1", payload, reason) for payload, reason in hostile_payloads()),
 ]
 
 
@@ -419,3 +425,161 @@ def test_backpressure_when_kafka_cannot_take_readings_then_resume_without_loss(
         if reader is not None:
             reader.close()
     assert {telemetry_codec().decode(m.value())["seq"] for m in messages} == set(range(200))
+
+
+# --- No message can stop ingest (issue 16) ---
+
+
+def _letters_by_reason(letters: list[Message]) -> dict[str, list[Message]]:
+    by_reason: dict[str, list[Message]] = {}
+    for message in letters:
+        by_reason.setdefault(header_dict(message.headers())["reason"], []).append(message)
+    return by_reason
+
+
+def test_no_single_message_stops_the_bridge(fresh_settings: Settings) -> None:
+    """Each message that once stopped the bridge for every car, followed by a valid reading
+    that must be in Kafka within 10 s."""
+    huge = b"x" * (10 * 1024 * 1024)  # over Mosquitto's packet limit: refused there
+    large = valid_payload()[:-1] + b',"pad":"' + b"y" * 900_000 + b'"}'  # passes Mosquitto
+    poisons = [
+        (huge, None),
+        (large, "oversized"),
+        *hostile_payloads(),
+    ]
+    telemetry = TopicReader(fresh_settings, fresh_settings.topics.telemetry)
+    dead = TopicReader(fresh_settings, fresh_settings.topics.dead_letters)
+    good = Publisher(fresh_settings)
+    try:
+        with Bridge(
+            short_lived(fresh_settings), client_id=f"bridge-{uuid.uuid4().hex[:6]}"
+        ) as bridge:
+            for i, (payload, _reason) in enumerate(poisons):
+                hostile = Publisher(fresh_settings)
+                hostile.publish("vehicles/sensor/data/car1", payload)
+                if len(payload) < fresh_settings.mqtt.max_packet_bytes:
+                    hostile.wait_all(1)
+                else:  # Mosquitto drops the connection instead of answering
+                    wait_for(lambda h=hostile: not h.client.is_connected(), 10, "a refusal")
+                hostile.close()
+                good.publish("vehicles/sensor/data/car2", valid_payload(i, seq=i))
+                telemetry.wait_count(i + 1, timeout=10)
+            wait_for(lambda: bridge.stats.in_flight == 0, 10, "nothing in flight")
+            letters = dead.wait_count(len(poisons) - 1)
+            stats = bridge.stats
+    finally:
+        good.close()
+        telemetry.close()
+        dead.close()
+    assert [telemetry_codec().decode(m.value())["seq"] for m in telemetry.messages] == list(
+        range(len(poisons))
+    )
+    # The 10 MB message never reached the bridge; every other one is one dead letter.
+    assert stats.received == 2 * len(poisons) - 1
+    by_reason = _letters_by_reason(letters)
+    assert sorted((r, len(m)) for r, m in by_reason.items()) == sorted(
+        Counter(reason for _p, reason in poisons if reason).items()
+    )
+    # A dead letter carries a bounded prefix of the payload, with its length and digest.
+    (oversized,) = by_reason["oversized"]
+    headers = header_dict(oversized.headers())
+    limit = fresh_settings.ingest.dead_letter_payload_bytes
+    assert oversized.value() == large[:limit]
+    assert headers["payload_bytes"] == str(len(large))
+    assert headers["payload_sha256"] == hashlib.sha256(large).hexdigest()
+    assert headers["payload_truncated"] == "true"
+    (deep,) = by_reason["too_deep"]
+    assert header_dict(deep.headers())["payload_truncated"] == "false"
+    assert len(deep.value()) == int(header_dict(deep.headers())["payload_bytes"])
+
+
+def test_a_retained_reading_is_dead_lettered_once_and_restarts_create_no_readings(
+    fresh_settings: Settings,
+) -> None:
+    settings = short_lived(fresh_settings)
+    car = f"retained-{uuid.uuid4().hex[:6]}"
+    client_id = f"bridge-{uuid.uuid4().hex[:6]}"
+    telemetry = TopicReader(fresh_settings, fresh_settings.topics.telemetry)
+    dead = TopicReader(fresh_settings, fresh_settings.topics.dead_letters)
+    publisher = Publisher(fresh_settings)
+    marker = 0
+    try:
+        for _run in range(3):  # the first run, then two restarts of the same bridge
+            with Bridge(settings, client_id=client_id):
+                if marker == 0:
+                    publisher.publish(
+                        f"vehicles/sensor/data/{car}", valid_payload(seq=1), retain=True
+                    )
+                # A marker reading behind anything the broker sends at (re)subscription.
+                marker += 1
+                publisher.publish("vehicles/sensor/data/marker", valid_payload(seq=marker))
+                wait_for(
+                    lambda m=marker: sum(x.key() == b"marker" for x in telemetry.poll()) >= m,
+                    30,
+                    f"marker reading {marker}",
+                )
+        letters = dead.wait_count(1)
+    finally:
+        # Clear the retained message so nothing else on the shared broker meets it.
+        publisher.publish(f"vehicles/sensor/data/{car}", b"", retain=True)
+        publisher.wait_all()
+        publisher.close()
+        telemetry.close()
+        dead.close()
+    assert [m.key() for m in telemetry.messages] == [b"marker"] * 3  # no reading of `car`
+    assert [header_dict(m.headers())["reason"] for m in letters] == ["retained"]
+    assert header_dict(letters[0].headers())["mqtt_topic"] == f"vehicles/sensor/data/{car}"
+    assert letters[0].value() == valid_payload(seq=1)
+
+
+def test_a_message_that_breaks_the_bridges_code_is_dead_lettered_as_poison(
+    fresh_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Injected failures: the slow-path decoder raising on one payload, and the bulk Avro
+    encoder raising on a batch holding one car. Only the culprit is dead-lettered."""
+    from ingest import bridge as bridge_module
+
+    real_parse = bridge_module.parse_payload
+
+    def breaking_parse(payload: bytes, max_bytes: int) -> Any:
+        if b'"poison"' in payload:
+            raise ZeroDivisionError("injected")
+        return real_parse(payload, max_bytes)
+
+    monkeypatch.setattr(bridge_module, "parse_payload", breaking_parse)
+    telemetry = TopicReader(fresh_settings, fresh_settings.topics.telemetry)
+    dead = TopicReader(fresh_settings, fresh_settings.topics.dead_letters)
+    publisher = Publisher(fresh_settings)
+    try:
+        with Bridge(
+            short_lived(fresh_settings), client_id=f"bridge-{uuid.uuid4().hex[:6]}"
+        ) as bridge:
+            real_encode = bridge.encoder.encode_rows
+
+            def breaking_encode(car_ids: list[str], *args: Any) -> list[bytes]:
+                if "car-breaks-avro" in car_ids:
+                    raise OverflowError("injected")
+                return real_encode(car_ids, *args)
+
+            monkeypatch.setattr(bridge.encoder, "encode_rows", breaking_encode)
+            publisher.publish("vehicles/sensor/data/car1", valid_payload()[:-1] + b',"poison":1}')
+            for i in range(20):
+                car = "car-breaks-avro" if i == 10 else f"car{i}"
+                publisher.publish(f"vehicles/sensor/data/{car}", valid_payload(i, seq=i))
+            publisher.wait_all()
+            readings = telemetry.wait_count(19, timeout=10)
+            letters = dead.wait_count(2)
+            wait_for(lambda: bridge.stats.in_flight == 0, 10, "nothing in flight")
+            stats = bridge.stats
+    finally:
+        publisher.close()
+        telemetry.close()
+        dead.close()
+    assert sorted(m.key().decode() for m in readings) == sorted(
+        f"car{i}" for i in range(20) if i != 10
+    )
+    errors = sorted(
+        (header_dict(m.headers())["reason"], header_dict(m.headers())["error"]) for m in letters
+    )
+    assert errors == [("poison", "OverflowError"), ("poison", "ZeroDivisionError")]
+    assert stats.received == stats.produced + stats.dead_lettered == 21

@@ -81,7 +81,11 @@ def test_the_seed_label_strings_are_accepted() -> None:
         (TOPIC, with_sensor("speed", None), "wrong_type"),
         (TOPIC, valid_payload()[:-1] + b',"speed":NaN}', "not_finite"),
         (TOPIC, valid_payload()[:-1] + b',"coolant_temp":Infinity}', "not_finite"),
-        (TOPIC, valid_payload()[:-1] + b',"coolant_temp":1e999}', "not_finite"),
+        (
+            TOPIC,
+            valid_payload().replace(b'"coolant_temp":', b'"coolant_temp":1e999,"x":'),
+            "not_finite",
+        ),
         (TOPIC, with_sensor("tire_pressure_1_1", -3), "out_of_range"),
         (TOPIC, with_sensor("throttle_pos", 1.5), "out_of_range"),
         (TOPIC, with_sensor("speed", -1.0), "out_of_range"),
@@ -96,6 +100,22 @@ def test_the_seed_label_strings_are_accepted() -> None:
         ("vehicles/sensor/data/bridge", valid_payload(), "car_id"),
         ("vehicles/sensor/data/car1/extra", valid_payload(), "topic"),
         ("vehicles/other/car1", valid_payload(), "topic"),
+        # Found by a hostile-input catalog (issue 16): each once crashed or fooled the bridge.
+        (TOPIC, with_sensor("speed", 10**400), "out_of_range"),  # float() overflowed
+        (TOPIC, valid_payload()[:-1] + b',"x":' + b"[" * 3000 + b"]" * 3000 + b"}", "too_deep"),
+        (TOPIC, valid_payload()[:-1] + b',"x":' + b'{"a":' * 33 + b"1" + b"}" * 34, "too_deep"),
+        (TOPIC, valid_payload()[:-1] + b',"x\xff":"\xfe"}', "not_json"),  # invalid UTF-8
+        (TOPIC, valid_payload()[:-1] + b',"x":"\xc0\x80"}', "not_json"),  # overlong NUL
+        (TOPIC, b'{"speed":-5,' + valid_payload()[1:], "duplicate_field"),
+        (TOPIC, valid_payload()[:-1] + b',"x":{"a":1,"a":2}}', "duplicate_field"),
+        (
+            TOPIC,
+            "\ufeff".encode("utf-16-le") + valid_payload().decode().encode("utf-16-le"),
+            "not_json",
+        ),
+        (TOPIC, b"\xef\xbb\xbf" + valid_payload(), "not_json"),  # a UTF-8 byte-order mark
+        (TOPIC, valid_payload()[:-1] + b',"x":' + b"9" * 5000 + b"}", "not_json"),
+        (TOPIC, valid_payload()[:-1] + b',"x":"a\x00b"}', "not_json"),  # raw NUL in a string
     ],
 )
 def test_every_kind_of_bad_input_is_rejected_with_its_reason(
@@ -149,15 +169,13 @@ def test_bad_csv_rows_and_headers() -> None:
 
 
 def slow_path(payload: bytes) -> Reading | Rejected:
-    """The reference: the standard library's parser and the per-field checks, nothing else."""
-    from ingest.validation import _NonFinite, _refuse_constant, validate_fields
+    """The reference: the standard library's parser under the contract's JSON rules, and the
+    per-field checks, nothing else."""
+    from ingest.validation import load_json, validate_fields
 
-    try:
-        data = json.loads(payload, parse_constant=_refuse_constant)
-    except _NonFinite:
-        return Rejected("not_finite", "")
-    except ValueError:
-        return Rejected("not_json", "")
+    data = load_json(payload)
+    if isinstance(data, Rejected):
+        return data
     if not isinstance(data, dict):
         return Rejected("not_object", "")
     return validate_fields(data)
@@ -188,7 +206,7 @@ def mutations() -> list[bytes]:
         text[:-1].encode() + b',"speed":NaN}',
         text[:-1].encode() + b',"speed":-Infinity}',
         text[:-1].encode() + b',"speed":1e999}',
-        text[:-1].encode() + b',"speed":12.5,"speed":13.5}',  # duplicate: the last one wins
+        text[:-1].encode() + b',"speed":12.5,"speed":13.5}',  # duplicate: refused
         text[:-1].encode() + b',"speed":12.5,"speed":"x"}',
         b"{" + text[1:].encode(),
         text.encode() + b" ",
@@ -196,6 +214,11 @@ def mutations() -> list[bytes]:
         b"\xef\xbb\xbf" + text.encode(),  # a byte-order mark
         text.replace('"speed"', '"sp\\u0065ed"').encode(),  # an escaped key
         text[:-1].encode() + b',"extra":{"deep":[1,2,{"x":null}]}}',
+        text[:-1].encode() + b',"extra":1}',  # unknown fields: the slow path, accepted
+        text[:-1].encode() + b',"seq":null}',
+        text[:-1].encode() + b', "note" : "a:b"}',
+        text.replace(":", " : ").encode(),
+        text.replace('"speed": ', '"speed":1' + "0" * 400 + ',"x":').encode(),
     ]
     return out
 
