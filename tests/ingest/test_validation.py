@@ -240,3 +240,11 @@ def test_the_fast_path_decides_exactly_as_the_per_field_checks() -> None:
                 assert type(got.sensors[name]) is type(expected.sensors[name]), (payload, name)
             fast_hits += decode_valid(payload) is not None
     assert fast_hits > 100  # the fast path really took the common case
+
+
+def test_the_readme_lists_every_dead_letter_reason() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    table = {
+        line.split("|")[1].strip(" `") for line in readme.splitlines() if line.startswith("  | `")
+    }
+    assert set(REASONS) <= table
