@@ -100,6 +100,7 @@ class GroupSettings(BaseModel):
     scorer: str = "fleet-scorer"
     bridge: str = "fleet-bridge"
     commands: str = "fleet-commands"
+    history: str = "fleet-history"
 
 
 class StackSettings(BaseModel):
@@ -151,6 +152,12 @@ class TwinSettings(BaseModel):
     collection: str = "twins"
     metrics_port: int = 0
     history_size: int = Field(50, ge=1, description="readings kept per twin for charts")
+    history_collection: str = Field(
+        "readings", description="time-series collection of every reading and score (history)"
+    )
+    history_retention_days: float = Field(
+        7, ge=0, description="days the history collection keeps (set at its creation); 0: all"
+    )
     batch_size: int = Field(
         500_000,
         ge=1,

@@ -14,6 +14,7 @@ from fleet.cli.bench import bench_app
 from fleet.cli.commands import commands_app
 from fleet.cli.context import CliError, load_settings
 from fleet.cli.demo import demo_app
+from fleet.cli.history import history_app, show
 from fleet.cli.ingest import ingest_app
 from fleet.cli.lake import lake_app
 from fleet.cli.ml import ml_app
@@ -39,6 +40,8 @@ app.add_typer(twin_app, name="twin")
 app.add_typer(ingest_app)
 app.add_typer(ui_app, name="ui")
 app.add_typer(lake_app, name="lake")
+history_app.command("show")(show)
+app.add_typer(history_app, name="history")
 app.add_typer(ml_app, name="ml")
 app.add_typer(commands_app, name="commands")
 app.add_typer(run_app)

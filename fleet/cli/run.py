@@ -24,6 +24,7 @@ class ServiceSpec:
 SERVICES: dict[str, ServiceSpec] = {
     "bridge": ServiceSpec(("bridge",), "MQTT -> Kafka: readings acknowledged once Kafka has them"),
     "twin": ServiceSpec(("twin", "run"), "Kafka -> one MongoDB twin per car"),
+    "history": ServiceSpec(("history", "run"), "Kafka -> every reading and score, time series"),
     "lake": ServiceSpec(("lake", "run"), "Kafka -> Avro objects in the GCS data lake"),
     "scorer": ServiceSpec(("ml", "score"), "Kafka -> anomaly scores with the promoted model"),
     "commands": ServiceSpec(("commands", "run"), "desired-state changes -> cars over MQTT (QoS 1)"),

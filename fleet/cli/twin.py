@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemaining
 from rich.table import Table
 
 from fleet.cli.context import CliError, load_settings
+from fleet.cli.history import show
 from fleet.service import Shutdown, serve_metrics
 
 twin_app = typer.Typer(
@@ -50,6 +51,10 @@ def run(
         settings = settings.model_copy(update={"twin": settings.twin.model_copy(update=updates)})
     serve_metrics(settings.twin.metrics_port)
     Projector(settings, Shutdown().install()).run()
+
+
+# `fleet twin history CAR --since 1h`: the same as `fleet history show`.
+twin_app.command("history")(show)
 
 
 def _collection() -> Any:

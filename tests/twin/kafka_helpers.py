@@ -56,6 +56,7 @@ def cli_env(stack_env: dict[str, str], settings: Settings) -> dict[str, str]:
             "FLEET_TOPICS_TELEMETRY": settings.topics.telemetry,
             "FLEET_TOPICS_ANOMALIES": settings.topics.anomalies,
             "FLEET_GROUPS_TWIN": settings.groups.twin,
+            "FLEET_GROUPS_HISTORY": settings.groups.history,
             "FLEET_MONGODB_DATABASE": settings.mongodb.database,
             "FLEET_KAFKA_EXTRA": json.dumps({"session.timeout.ms": "6000"}),
             "FLEET_LOG_FORMAT": "json",
