@@ -3,7 +3,7 @@
 Order of events:
 1. the local stack (servers whose connection setting is given are external and left alone),
    topics included;
-2. the services as `fleet run ...` children: bridge, twin projector, lake archiver, scorer
+2. the services as `fleet run ...` children: bridge, twin projector, history, lake archiver, scorer
    (it waits for a promoted model), command service, and the explorer;
 3. once the bridge is subscribed, the simulated fleet over MQTT (through the gateway account,
    which may publish for any car: no per-car accounts needed);
@@ -37,7 +37,7 @@ from fleet.settings import LOCALHOST, Settings
 from fleet.stack import Stack
 from fleet.stack.process import read_pidfile
 
-SERVICES = ("bridge", "twin", "lake", "scorer", "commands")
+SERVICES = ("bridge", "twin", "history", "lake", "scorer", "commands")
 RUN_FOREVER_STEPS = 100_000_000  # the simulator's "until stopped"
 MAX_TRAININGS = 3
 MAX_BRIDGE_DOWN_S = 300.0  # Mosquitto queues meanwhile (max_queued_messages)

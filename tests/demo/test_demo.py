@@ -119,7 +119,8 @@ def test_demo_runs_the_platform_and_ctrl_c_leaves_nothing(
             "the explorer's URL on the console",
         )
         names = {" ".join(psutil.Process(p).cmdline()[-2:]) for p in descendants if _alive(p)}
-        for service in ("run bridge", "run twin", "run lake", "run scorer", "run commands"):
+        services = ("bridge", "twin", "history", "lake", "scorer", "commands")
+        for service in (f"run {name}" for name in services):
             assert service in names, names
 
         demo.send_signal(signal.SIGINT)

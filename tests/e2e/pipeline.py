@@ -108,6 +108,7 @@ def service_env(stack_env: dict[str, str], settings: Settings) -> dict[str, str]
             "FLEET_GROUPS_LAKE": groups.lake,
             "FLEET_GROUPS_SCORER": groups.scorer,
             "FLEET_GROUPS_BRIDGE": groups.bridge,
+            "FLEET_GROUPS_HISTORY": groups.history,
             "FLEET_MONGODB_DATABASE": settings.mongodb.database,
             "FLEET_TWIN_COLLECTION": settings.twin.collection,
             "FLEET_GCS_BUCKET": settings.gcs.bucket,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,7 @@ def services(
         "projector": Service("projector", ["twin", "run"], env, tmp_path / "twin.log"),
         "archiver": Service("archiver", ["lake", "run"], env, tmp_path / "lake.log"),
         "scorer": Service("scorer", ["ml", "score"], env, tmp_path / "scorer.log"),
+        "history": Service("history", ["history", "run"], env, tmp_path / "history.log"),
     }
     for service in running.values():
         service.start()
@@ -150,11 +152,22 @@ def test_mqtt_in_twins_lake_scores_and_explorer_out_and_every_count_reconciles(
     ) == (published,) * 7
     assert counts.dead_letters == counts.bad_inputs == len(bad_inputs("x"))
     assert counts.twins == CARS
+    # The history projection holds every reading and every score once.
+    assert history_positions(settings, 2 * published) == {"reading": published, "score": published}
 
     twins = twins_of(settings)
     assert {t["anomaly"]["model_version"] for t in twins.values()} == {version}
     assert rebuild_differences(settings, env) == []
     explorer_shows_the_fleet(settings, twins, published)
+
+
+def history_positions(settings: Settings, expected: int) -> dict[str, int]:
+    """Events in the history collection by kind, once it holds ``expected``; each position once."""
+    history = clients.mongo_database(settings)[settings.twin.history_collection]
+    wait_for(lambda: history.count_documents({}) >= expected, 60, f"{expected} history events")
+    found = [(d["topic"], d["partition"], d["offset"], d["kind"]) for d in history.find()]
+    assert len(found) == len(set(found))
+    return dict(Counter(kind for *_where, kind in found))
 
 
 def explorer_shows_the_fleet(
