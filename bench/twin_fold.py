@@ -112,7 +112,7 @@ SHAPES = ((100, 100), (1000, 10))  # (cars, readings per car)
 
 
 def measure(cars: int, steps: int, repeat: int, settings: Settings) -> dict[str, Any]:
-    history = settings.twin.history_size
+    history = settings.twin.dedupe_window
     raws = messages(cars, steps, settings)
     slow, expected = best_of(repeat, lambda: reference(raws, settings, history))
     quick, got = best_of(repeat, lambda: fast(raws, settings, history))

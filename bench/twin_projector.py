@@ -372,7 +372,7 @@ def main() -> None:
             twin["batch_size"] = args.batch
         base = base.model_copy(update={"twin": base.twin.model_copy(update=twin)})
         results["projector_settings"] = base.twin.model_dump(
-            include={"batch_size", "batch_seconds", "write_chunk", "history_size", "transactions"}
+            include={"batch_size", "batch_seconds", "write_chunk", "dedupe_window", "transactions"}
         )
         settings = isolated(base, "speed")
         print(f"producing {args.cars * args.readings} events for {args.cars} cars", flush=True)

@@ -151,7 +151,12 @@ class TwinSettings(BaseModel):
 
     collection: str = "twins"
     metrics_port: int = 0
-    history_size: int = Field(50, ge=1, description="readings kept per twin for charts")
+    dedupe_window: int = Field(
+        32,
+        ge=1,
+        description="readings whose identity a twin remembers, to tell a repeated reading "
+        "from a late one (16 bytes each)",
+    )
     history_collection: str = Field(
         "readings", description="time-series collection of every reading and score (history)"
     )

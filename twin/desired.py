@@ -27,8 +27,9 @@ Twin = dict[str, Any]
 Outcome = Literal["applied", "refused", "duplicate"]
 Status = Literal["done", "pending", "failed"]
 
-#: Command outcomes kept on each twin (newest last).
-COMMAND_LOG_SIZE = 20
+#: Command outcomes kept on each twin (newest last): a twin is state; the commands themselves
+#: stay in their Kafka topic.
+COMMAND_LOG_SIZE = 3
 
 
 def property_type(name: str) -> type:

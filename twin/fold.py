@@ -6,22 +6,26 @@ result does not depend on how events were cut into batches):
 1. Exactly-once effect: an event whose offset is <= the offset already recorded on the twin
    for its (topic, partition) was applied before (a redelivery) and changes nothing.
 2. Event time: a reading older than the reported one (by event time, then seq) never
-   overwrites reported values or health; it is counted as late and, if it fits, lands at its
-   place in the bounded history. A reading equal to one already seen is a duplicate.
-3. Anomaly scores fold the same way into the `anomaly` part, newest by event time wins; each
-   score that wins is also appended to the bounded `anomaly_history` (for charts), so that list
-   depends only on the car's score events, never on how they interleave with readings.
+   overwrites reported values or health; it is counted as late. A reading equal to one
+   already seen is a duplicate: the twin remembers the identities (event time, seq) of its
+   newest `dedupe_window` readings, late ones that fit included, in `recent_readings`.
+3. Anomaly scores fold the same way into the `anomaly` part, newest by event time wins.
    Commands change the `desired` part (twin/desired.py); `delta` is recomputed after a batch.
+
+A twin is state, not history: the readings and scores themselves go to the history
+collection (twin/history.py), so a twin stays a few kB however long a car drives.
 4. Every event that is not a redelivery bumps `revision` and records its offset.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+import numpy as np
 
 from fleet.contract import SENSORS
 from twin import desired, health
@@ -29,7 +33,23 @@ from twin.events import Envelope, datetime_to_ms, ms_to_datetime
 
 Twin = dict[str, Any]
 
-DEFAULT_HISTORY = 50
+#: Readings whose identity a twin remembers, to tell a repeated reading from a late one.
+DEFAULT_DEDUPE_WINDOW = 32
+
+ReadingKey = tuple[int, int]  # (event time in ms, seq)
+
+
+def recent_keys(twin: Twin) -> list[ReadingKey]:
+    """The identities of the twin's newest readings, oldest first."""
+    packed = twin.get("recent_readings") or b""
+    pairs = np.frombuffer(packed, dtype="<i8").reshape(-1, 2).tolist()
+    return [(int(t), int(s)) for t, s in pairs]
+
+
+def pack_keys(keys: Sequence[ReadingKey]) -> bytes:
+    """Reading identities as 16 bytes each (BSON binary: 32 of them cost 512 bytes, as a
+    BSON array of pairs they would cost twice that)."""
+    return np.asarray(keys, dtype="<i8").reshape(-1, 2).tobytes()
 
 
 def new_twin(car_id: str) -> Twin:
@@ -42,8 +62,7 @@ def new_twin(car_id: str) -> Twin:
         "last_reading": None,
         "health": {"status": "unknown", "conditions": []},
         "anomaly": None,
-        "history": [],
-        "anomaly_history": [],
+        "recent_readings": b"",
         "counters": {
             "events_applied": 0,
             "readings_applied": 0,
@@ -64,10 +83,6 @@ class FoldResult:
     redelivered: int = 0  # events already recorded on the twin
     late: int = 0
     duplicates: int = 0
-
-
-def _reading_key(event_time: datetime, seq: int) -> tuple[datetime, int]:
-    return (event_time, seq)
 
 
 def previous_reading(twin: Twin) -> dict[str, Any] | None:
@@ -131,47 +146,37 @@ class _Newest:
 def _fold_reading(
     twin: Twin,
     record: Mapping[str, Any],
-    history_size: int,
+    window: int,
     result: FoldResult,
     newest: _Newest,
 ) -> None:
     at = ms_to_datetime(int(record["event_time"]))
-    key = _reading_key(at, int(record["seq"]))
+    key = (int(record["event_time"]), int(record["seq"]))
     counters = twin["counters"]
     last = twin["last_reading"]
-    last_key = _reading_key(last["event_time"], last["seq"]) if last else None
-    history: list[dict[str, Any]] = twin["history"]
-    # History only holds readings up to the reported one, so only those can be duplicates.
-    if (
-        last_key is not None
-        and key <= last_key
-        and (
-            key == last_key or any(_reading_key(h["event_time"], h["seq"]) == key for h in history)
-        )
-    ):
+    last_key = (datetime_to_ms(last["event_time"]), int(last["seq"])) if last else None
+    recent = recent_keys(twin)
+    # The window only holds readings up to the reported one, so only those can be duplicates.
+    if last_key is not None and key <= last_key and (key == last_key or key in recent):
         counters["duplicates_skipped"] += 1
         result.duplicates += 1
         return
-    values = {s: record[s] for s in SENSORS}
-    entry = {"event_time": at, "seq": key[1], **values}
     if last_key is not None and key < last_key:
-        # Late: never overwrites newer values; keep it in history if it falls in the window.
+        # Late: never overwrites newer values; remembered if it falls in the window.
         counters["late_skipped"] += 1
         result.late += 1
-        keys = [_reading_key(h["event_time"], h["seq"]) for h in history]
-        index = bisect.bisect(keys, key)
-        if index > 0 or len(history) < history_size:
-            history.insert(index, entry)
-            del history[: max(0, len(history) - history_size)]
+        index = bisect.bisect(recent, key)
+        if index > 0 or len(recent) < window:
+            recent.insert(index, key)
     else:
         previous = newest.record if newest.record is not None else previous_reading(twin)
         newest.record, newest.at = record, at
         twin["last_reading"] = {"event_time": at, "seq": key[1]}
         _apply_health(twin, record, previous, at)
-        history.append(entry)
-        del history[: max(0, len(history) - history_size)]
+        recent.append(key)
         counters["readings_applied"] += 1
         counters["events_applied"] += 1
+    twin["recent_readings"] = pack_keys(recent[-window:] if window > 0 else [])
     if twin["first_seen"] is None or at < twin["first_seen"]:
         twin["first_seen"] = at
     if twin["last_seen"] is None or at > twin["last_seen"]:
@@ -200,17 +205,7 @@ def anomaly_part(record: Mapping[str, Any], was_since: datetime | None) -> dict[
     }
 
 
-def score_entry(anomaly: Mapping[str, Any]) -> dict[str, Any]:
-    """A score as kept in the bounded `anomaly_history` (for charts)."""
-    return {name: anomaly[name] for name in SCORE_ENTRY}
-
-
-SCORE_ENTRY = ("event_time", "seq", "score", "threshold", "is_anomaly")
-
-
-def _fold_score(
-    twin: Twin, record: Mapping[str, Any], history_size: int, result: FoldResult
-) -> None:
+def _fold_score(twin: Twin, record: Mapping[str, Any], result: FoldResult) -> None:
     at = ms_to_datetime(int(record["event_time"]))
     key = (at, int(record["seq"]), str(record["model_version"]))
     counters = twin["counters"]
@@ -227,9 +222,6 @@ def _fold_score(
             return
     was_since = current["anomalous_since"] if current is not None else None
     twin["anomaly"] = anomaly_part(record, was_since)
-    scores = twin.setdefault("anomaly_history", [])
-    scores.append(score_entry(twin["anomaly"]))
-    del scores[: max(0, len(scores) - history_size)]
     counters["scores_applied"] += 1
     counters["events_applied"] += 1
 
@@ -247,8 +239,6 @@ def copy_for_update(twin: Twin) -> Twin:
     """A copy deep enough that folding never mutates the caller's document."""
     copy = dict(twin)
     copy["counters"] = dict(twin["counters"])
-    copy["history"] = list(twin["history"])
-    copy["anomaly_history"] = list(twin.get("anomaly_history", []))
     copy["health"] = dict(twin["health"])
     copy["positions"] = [dict(p) for p in twin["positions"]]
     return copy
@@ -258,7 +248,7 @@ def fold(
     current: Twin | None,
     car_id: str,
     events: Iterable[Envelope],
-    history_size: int = DEFAULT_HISTORY,
+    dedupe_window: int = DEFAULT_DEDUPE_WINDOW,
 ) -> FoldResult:
     """Fold one car's events (in Kafka order) into its twin; ``current`` is left untouched."""
     twin = copy_for_update(current) if current is not None else new_twin(car_id)
@@ -273,11 +263,11 @@ def fold(
             continue
         positions[where] = event.offset
         if event.kind == "telemetry":
-            _fold_reading(twin, event.record, history_size, result, newest)
+            _fold_reading(twin, event.record, dedupe_window, result, newest)
         elif event.kind == "command":
             _fold_command(twin, event.record, result)
         else:
-            _fold_score(twin, event.record, history_size, result)
+            _fold_score(twin, event.record, result)
         twin["revision"] += 1
         result.applied += 1
     if result.applied == 0:

@@ -3,7 +3,7 @@
 `twin.fold.fold` is the reference: it takes a car's events one at a time. In the common case
 (every new reading newer than the last, every new score newer than the last, no command) its
 result has a closed form, computed here per car with numpy and a handful of dicts, whatever
-the number of events: counters add up, history and score history keep their newest rows, a
+the number of events: counters add up, the window of reading identities keeps its newest, a
 health condition holds since the start of its last run of verdicts that hold, and the anomaly
 part is the newest score's. Anything else goes to the reference fold. Both give the same twin
 (tests/twin/test_fold_columns.py folds random streams both ways).
@@ -29,26 +29,28 @@ from twin.fold import (
     fold,
     health_part,
     new_twin,
+    pack_keys,
     previous_reading,
+    recent_keys,
     reported_part,
-    score_entry,
 )
 from twin.project import Raw
 
 Rows = npt.NDArray[np.intp]
 
 
-def fold_car(current: Twin | None, car_id: str, events: CarEvents, history_size: int) -> FoldResult:
-    """Fold one car's events of a chunk into its twin (``current`` is left untouched)."""
+def fold_car(current: Twin | None, car_id: str, events: CarEvents, window: int) -> FoldResult:
+    """Fold one car's events of a chunk into its twin (``current`` is left untouched);
+    ``window``: reading identities the twin remembers (``fold``'s ``dedupe_window``)."""
     if events.in_columns:
-        folded = _fold_in_order(current, car_id, events, history_size)
+        folded = _fold_in_order(current, car_id, events, window)
         if folded is not None:
             return folded
-    return fold(current, car_id, events.envelopes(), history_size)
+    return fold(current, car_id, events.envelopes(), window)
 
 
 def _fold_in_order(
-    current: Twin | None, car_id: str, events: CarEvents, history_size: int
+    current: Twin | None, car_id: str, events: CarEvents, window: int
 ) -> FoldResult | None:
     """The fast path, or None when these events are not the common case."""
     stored = current["positions"] if current is not None else []
@@ -71,9 +73,9 @@ def _fold_in_order(
     twin = copy_for_update(current) if current is not None else new_twin(car_id)
     twin.setdefault("car_id", car_id)  # twins from before the field get it on their next event
     if len(readings):
-        _fold_readings(twin, chunk, readings, history_size)
+        _fold_readings(twin, chunk, readings, window)
     if len(scores):
-        _fold_scores(twin, events, scores, history_size)
+        _fold_scores(twin, events, scores)
     twin["revision"] += result.applied
     for raws, rows in ((chunk.reading_raws, readings), (chunk.score_raws, scores)):
         for row in rows.tolist():  # in Kafka order per partition: the last one wins
@@ -135,21 +137,13 @@ def _sensors(chunk: Chunk, row: int) -> dict[str, Any]:
     return dict(zip(SENSORS, chunk.sensor_values[row], strict=True))
 
 
-def _fold_readings(twin: Twin, chunk: Chunk, rows: Rows, history_size: int) -> None:
+def _fold_readings(twin: Twin, chunk: Chunk, rows: Rows, window: int) -> None:
     columns = chunk.readings
     _fold_health(twin, chunk, rows)
-    kept = rows[-history_size:] if history_size > 0 else rows[:0]
-    history = twin["history"]
-    for row, at, seq in zip(
-        kept.tolist(),
-        columns["event_time"][kept].tolist(),
-        columns["seq"][kept].tolist(),
-        strict=True,
-    ):
-        entry = {"event_time": ms_to_datetime(at), "seq": seq}
-        entry.update(zip(SENSORS, chunk.sensor_values[row], strict=True))
-        history.append(entry)
-    del history[: max(0, len(history) - history_size)]
+    kept = rows[-window:] if window > 0 else rows[:0]
+    recent = recent_keys(twin)
+    recent += zip(columns["event_time"][kept].tolist(), columns["seq"][kept].tolist(), strict=True)
+    twin["recent_readings"] = pack_keys(recent[-window:] if window > 0 else [])
     first, last = (ms_to_datetime(int(columns["event_time"][rows[i]])) for i in (0, -1))
     twin["last_reading"] = {"event_time": last, "seq": int(columns["seq"][rows[-1]])}
     twin["reported"] = reported_part(_sensors(chunk, int(rows[-1])), last)
@@ -203,7 +197,7 @@ def _fold_health(twin: Twin, chunk: Chunk, rows: Rows) -> None:
     twin["health"] = health_part(conditions)
 
 
-def _fold_scores(twin: Twin, events: CarEvents, rows: Rows, history_size: int) -> None:
+def _fold_scores(twin: Twin, events: CarEvents, rows: Rows) -> None:
     columns = events.chunk.scores
     flags = columns["is_anomaly"][rows]
     times = columns["event_time"][rows]
@@ -221,22 +215,6 @@ def _fold_scores(twin: Twin, events: CarEvents, rows: Rows, history_size: int) -
     newest = events.chunk.score_raws[int(rows[-1])]
     record = events.chunk.codecs[newest.topic][1].decode(newest.value)
     twin["anomaly"] = anomaly_part(record, was_since)
-    kept = rows[-history_size:] if history_size > 0 else rows[:0]
-    entries = [
-        {"event_time": ms_to_datetime(t), "seq": s, "score": v, "threshold": h, "is_anomaly": f}
-        for t, s, v, h, f in zip(
-            *(
-                columns[name][kept[:-1]].tolist()
-                for name in ("event_time", "seq", "score", "threshold", "is_anomaly")
-            ),
-            strict=True,
-        )
-    ]
-    if len(kept):
-        entries.append(score_entry(twin["anomaly"]))
-    scores = twin.setdefault("anomaly_history", [])
-    scores.extend(entries)
-    del scores[: max(0, len(scores) - history_size)]
     counters = twin["counters"]
     counters["scores_applied"] += len(rows)
     counters["events_applied"] += len(rows)

@@ -204,10 +204,10 @@ def car_history(
     until: dt.datetime | None = None,
     kinds: Sequence[Kind] = ("reading", "score"),
 ) -> list[Document]:
-    """One car's readings and scores in ``[since, until)``, oldest first, each event once."""
+    """One car's readings and scores in ``[since, until]``, oldest first, each event once."""
     query: dict[str, Any] = {"car": car_id, "t": {"$gte": since}, "kind": {"$in": list(kinds)}}
     if until is not None:
-        query["t"]["$lt"] = until
+        query["t"]["$lte"] = until
     seen: set[tuple[str, int, int]] = set()
     out: list[Document] = []
     for doc in database[collection].find(query, {"_id": 0}).sort("t", ASCENDING):

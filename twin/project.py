@@ -167,7 +167,7 @@ Folder = Callable[[Twin | None, str, Any, int], FoldResult]
 def apply_batch(
     collection: Collection[Twin],
     events_by_car: Mapping[str, Any],
-    history_size: int,
+    dedupe_window: int,
     *,
     max_rounds: int = 10,
     written: list[Written] | None = None,
@@ -194,7 +194,7 @@ def apply_batch(
         round_stats = Applied()
         for car_id, events in pending.items():
             before = current.get(car_id)
-            result = fold_events(before, car_id, events, history_size)
+            result = fold_events(before, car_id, events, dedupe_window)
             round_stats.redelivered += result.redelivered
             if result.redelivered:
                 replayed.add(car_id)
@@ -223,7 +223,7 @@ def apply_batch(
         total.conflicts += len(losers)
         round_stats.cars_written -= len(losers)
         for car_id in losers:  # their stats are counted when they are written
-            result = fold_events(current.get(car_id), car_id, pending[car_id], history_size)
+            result = fold_events(current.get(car_id), car_id, pending[car_id], dedupe_window)
             round_stats.events -= result.applied
             round_stats.late -= result.late
             round_stats.duplicates -= result.duplicates

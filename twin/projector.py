@@ -302,7 +302,7 @@ class Projector:
             lambda: apply_batch(
                 self.collection,
                 grouped,
-                twin.history_size,
+                twin.dedupe_window,
                 written=_cleared(cars),
                 transaction=self.transactions,
                 cache=self.cache,

@@ -58,8 +58,8 @@ SORTS: dict[str, list[tuple[str, int]]] = {
     "last_seen": [("last_seen", ASCENDING), ("_id", ASCENDING)],
 }
 
-#: The parts a list needs (history is large and only the detail view shows it).
-SUMMARY = {"history": False, "anomaly_history": False}  # lists stay one line per car
+#: The parts a list needs (the reading identities are bookkeeping, bytes on the wire).
+SUMMARY = {"recent_readings": False}  # lists stay one line per car
 
 
 def list_twins(

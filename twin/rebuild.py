@@ -108,7 +108,7 @@ def _replay_to(  # noqa: PLR0917
                 applied += apply_batch(
                     collection,
                     chunk.cars,
-                    settings.twin.history_size,
+                    settings.twin.dedupe_window,
                     transaction=transaction,
                     fold_events=fold_car,
                 )

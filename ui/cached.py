@@ -106,6 +106,16 @@ def twin(k: Key, car_id: str) -> dict[str, Any] | None:
         return twin_reads.get_twin(context.twins(), car_id)
 
 
+@st.cache_data(ttl=2, show_spinner=False)
+def car_history(k: Key, car_id: str, since: datetime, until: datetime) -> list[dict[str, Any]]:
+    """One car's readings and scores in [since, until] from the history collection."""
+    from twin.history import car_history as read
+
+    with context.mongo_errors():
+        s = context.settings()
+        return read(context.database(), s.twin.history_collection, car_id, since, until=until)
+
+
 @st.cache_data(ttl=30, show_spinner=False)
 def similar_ids(k: Key, car_id: str) -> list[str]:
     with context.mongo_errors():

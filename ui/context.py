@@ -40,6 +40,12 @@ def _mongo(uri: str, _settings: Settings) -> Any:
     )
 
 
+def database() -> Any:
+    """The platform's database, for reading only."""
+    s = settings()
+    return _mongo(s.mongodb_uri, s)[s.mongodb.database]
+
+
 def twins() -> Collection[dict[str, Any]]:
     """The twins collection, for reading only (the explorer never writes)."""
     s = settings()

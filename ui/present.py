@@ -76,29 +76,27 @@ def _short(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def history_frame(twin: dict[str, Any]) -> pd.DataFrame:
-    """The twin's bounded history as a wide frame indexed by event time."""
-    history = twin.get("history") or []
-    if not history:
-        return pd.DataFrame(columns=["event_time", *SENSORS])
-    frame = pd.DataFrame(history)
+def history_frame(events: list[dict[str, Any]]) -> pd.DataFrame:
+    """A car's readings from the history collection as a wide frame, oldest first."""
+    readings = [e for e in events if e.get("kind") == "reading"]
+    if not readings:
+        return pd.DataFrame(columns=["event_time", "seq", *SENSORS])
+    frame = pd.DataFrame(readings).rename(columns={"t": "event_time"})
     frame["event_time"] = pd.to_datetime(frame["event_time"], utc=True)
+    frame = frame[["event_time", "seq", *SENSORS]]
     return frame.sort_values(["event_time", "seq"]).reset_index(drop=True)
 
 
-def score_frame(twin: dict[str, Any]) -> pd.DataFrame:
-    """The twin's score history (each score with the threshold it was judged against), oldest
-    first; a twin folded before scores were kept contributes its latest score alone."""
-    entries = list(twin.get("anomaly_history") or [])
-    anomaly = twin.get("anomaly")
-    if not entries and anomaly:
-        entries = [anomaly]
+def score_frame(events: list[dict[str, Any]]) -> pd.DataFrame:
+    """A car's scores from the history collection (each with the threshold it was judged
+    against), oldest first."""
+    entries = [e for e in events if e.get("kind") == "score"]
     columns = ["event_time", "seq", "score", "threshold", "anomalous"]
     if not entries:
         return pd.DataFrame(columns=columns)
     frame = pd.DataFrame(
         {
-            "event_time": pd.to_datetime([e["event_time"] for e in entries], utc=True),
+            "event_time": pd.to_datetime([e["t"] for e in entries], utc=True),
             "seq": [e["seq"] for e in entries],
             "score": [float(e["score"]) for e in entries],
             "threshold": [float(e["threshold"]) for e in entries],

@@ -539,6 +539,6 @@ def leaderboard(
 ) -> list[dict[str, Any]]:
     """The highest anomaly scores in the fleet, with the sensors that drive them."""
     where = {ANOMALOUS: True} if only_anomalous else {SCORE: {"$gte": LOWEST[SCORE]}}
-    projection = {"history": 0, "anomaly_history": 0, "reported": 0, "positions": 0}
+    projection = {"recent_readings": 0, "reported": 0, "positions": 0}
     cursor = twins.find(where, projection).sort([(SCORE, DESCENDING), ("_id", ASCENDING)])
     return list(cursor.limit(limit))

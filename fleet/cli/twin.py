@@ -64,11 +64,8 @@ def _collection() -> Any:
 
 
 @twin_app.command()
-def get(
-    car: Annotated[str, typer.Argument(help="car id, e.g. car7")],
-    history: Annotated[bool, typer.Option(help="include the recent readings")] = False,
-) -> None:
-    """One car's twin as JSON."""
+def get(car: Annotated[str, typer.Argument(help="car id, e.g. car7")]) -> None:
+    """One car's twin as JSON (its readings over time: `fleet twin history CAR`)."""
     from twin import queries
 
     try:
@@ -77,8 +74,7 @@ def get(
         raise CliError(f"MongoDB is not reachable: {exc}") from None
     if twin is None:
         raise CliError(f"no twin for car {car!r}")
-    if not history:
-        twin["history"] = f"{len(twin['history'])} readings (--history to show)"
+    twin.pop("recent_readings", None)  # bookkeeping: packed reading identities
     typer.echo(_json(twin))
 
 

@@ -13,6 +13,7 @@ from tests.kafka import produce  # noqa: F401  (re-exported for the twin's tests
 from tests.threads import running_in_thread
 from twin import store
 from twin.fold import Twin
+from twin.history import HistoryProjector
 from twin.projector import Projector
 
 FAST_GROUP = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
@@ -29,6 +30,20 @@ def running_projector(settings: Settings) -> Iterator[Projector]:
     projector = Projector(settings, shutdown, **FAST_GROUP)
     with running_in_thread("projector", projector.run, shutdown):
         yield projector
+
+
+@contextmanager
+def running_history(settings: Settings) -> Iterator[HistoryProjector]:
+    """The history projection in a thread; stopped (and its errors re-raised) on exit."""
+    shutdown = Shutdown()
+    history = HistoryProjector(settings, shutdown, **FAST_GROUP)
+    with running_in_thread("history", history.run, shutdown):
+        yield history
+
+
+def history_count(settings: Settings) -> int:
+    database = clients.mongo_database(settings)
+    return database[settings.twin.history_collection].count_documents({})
 
 
 def twins_collection(settings: Settings) -> Any:

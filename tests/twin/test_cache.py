@@ -32,7 +32,7 @@ def test_a_twin_comes_back_equal_and_a_fresh_copy() -> None:
     found, missing = cache.get(["car1", "car2"])
     assert found["car1"] == twin
     assert missing == ["car2"]
-    found["car1"]["history"].clear()  # the caller's copy, not the cache's
+    found["car1"]["health"]["conditions"].clear()  # the caller's copy, not the cache's
     assert cache.get(["car1"])[0]["car1"] == twin
     assert (cache.hits, cache.misses) == (2, 1)
 

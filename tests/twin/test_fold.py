@@ -1,4 +1,4 @@
-"""The pure fold: idempotence, event time, history, health since-when, anomaly part."""
+"""The pure fold: idempotence, event time, duplicates, health since-when, anomaly part."""
 
 from __future__ import annotations
 
@@ -7,13 +7,18 @@ import random
 
 from tests.twin.factories import T0, envelopes, reading, score
 from twin.events import Envelope, ms_to_datetime
-from twin.fold import fold, position_of
+from twin.fold import fold, position_of, recent_keys
 
 
-def fold_all(events: list[Envelope], current: dict | None = None, history: int = 50) -> dict:
-    result = fold(current, "car1", events, history_size=history)
+def fold_all(events: list[Envelope], current: dict | None = None, window: int = 50) -> dict:
+    result = fold(current, "car1", events, dedupe_window=window)
     assert result.twin is not None
     return result.twin
+
+
+def seqs(twin: dict) -> list[int]:
+    """The seqs of the readings whose identity the twin remembers, oldest first."""
+    return [seq for _time, seq in recent_keys(twin)]
 
 
 def test_first_reading_makes_a_twin_with_reported_values_and_positions() -> None:
@@ -53,7 +58,7 @@ def test_a_late_reading_never_overwrites_newer_values() -> None:
     assert twin["last_reading"]["seq"] == 5
     assert twin["counters"]["late_skipped"] == 1
     assert twin["health"]["conditions"] == []  # the late low pressure does not raise a condition
-    assert [h["seq"] for h in twin["history"]] == [4, 5]  # history stays in event-time order
+    assert seqs(twin) == [4, 5]  # remembered in event-time order
     assert twin["first_seen"] == ms_to_datetime(older["event_time"])
 
 
@@ -66,7 +71,7 @@ def test_late_across_batches_equals_late_within_a_batch() -> None:
     split = fold_all(events[5:], split)
     assert split == whole
     assert whole["counters"]["late_skipped"] == 4  # 1, 2, 4, 5
-    assert [h["seq"] for h in whole["history"]] == [0, 1, 2, 3, 4, 5, 6]
+    assert seqs(whole) == [0, 1, 2, 3, 4, 5, 6]
 
 
 def test_any_batching_gives_the_same_twin() -> None:
@@ -76,12 +81,12 @@ def test_any_batching_gives_the_same_twin() -> None:
     events = envelopes(records) + envelopes([score(seq=s) for s in range(10)], "scores", 2)
     rng.shuffle(events)  # topics interleave arbitrarily; each partition keeps its order
     events.sort(key=lambda e: (e.topic, e.offset))
-    whole = fold_all(events, history=8)
+    whole = fold_all(events, window=8)
     for _ in range(5):
         twin = None
         cuts = sorted(rng.sample(range(1, len(events)), 6))
         for a, b in zip([0, *cuts], [*cuts, len(events)], strict=True):
-            twin = fold_all(events[a:b], twin, history=8) if events[a:b] else twin
+            twin = fold_all(events[a:b], twin, window=8) if events[a:b] else twin
         assert twin == whole
 
 
@@ -90,20 +95,20 @@ def test_duplicate_readings_are_counted_and_skipped() -> None:
     twin = fold_all(envelopes(records))
     assert twin["counters"]["duplicates_skipped"] == 2
     assert twin["counters"]["readings_applied"] == 2
-    assert [h["seq"] for h in twin["history"]] == [0, 1]
+    assert seqs(twin) == [0, 1]
     assert twin["revision"] == 4  # every new Kafka position is a change
 
 
-def test_history_is_bounded_and_keeps_the_newest() -> None:
-    twin = fold_all(envelopes([reading(seq=s) for s in range(30)]), history=10)
-    assert [h["seq"] for h in twin["history"]] == list(range(20, 30))
-    too_old = fold_all(envelopes([reading(seq=3)], start=30), twin, history=10)
-    assert [h["seq"] for h in too_old["history"]] == list(range(20, 30))
+def test_the_dedupe_window_is_bounded_and_keeps_the_newest() -> None:
+    twin = fold_all(envelopes([reading(seq=s) for s in range(30)]), window=10)
+    assert seqs(twin) == list(range(20, 30))
+    too_old = fold_all(envelopes([reading(seq=3)], start=30), twin, window=10)
+    assert seqs(too_old) == list(range(20, 30))
     assert too_old["counters"]["late_skipped"] == 1
     fits = fold_all(
-        envelopes([reading(seq=25, event_time=T0 + 25 * 10_000 + 1)], start=31), too_old, history=10
+        envelopes([reading(seq=25, event_time=T0 + 25 * 10_000 + 1)], start=31), too_old, window=10
     )
-    assert [h["seq"] for h in fits["history"]] == [21, 22, 23, 24, 25, 25, 26, 27, 28, 29]
+    assert seqs(fits) == [21, 22, 23, 24, 25, 25, 26, 27, 28, 29]
 
 
 def test_health_condition_since_when_and_clearing() -> None:

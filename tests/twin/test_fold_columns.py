@@ -112,15 +112,15 @@ def cuts(rng: random.Random, raws: list[Raw], seeks: bool = True) -> list[list[R
 
 
 def fold_both(
-    twins: dict[str, tuple[Twin | None, Twin | None]], chunk: list[Raw], history: int
+    twins: dict[str, tuple[Twin | None, Twin | None]], chunk: list[Raw], window: int
 ) -> None:
     decoded = DECODER.decode(chunk)
     expected = reference(chunk)
     assert set(decoded.cars) == set(expected)
     for car, events in expected.items():
         want_before, got_before = twins.get(car, (None, None))
-        want = fold(want_before, car, events, history)
-        got = fold_car(got_before, car, decoded.cars[car], history)
+        want = fold(want_before, car, events, window)
+        got = fold_car(got_before, car, decoded.cars[car], window)
         assert (got.applied, got.redelivered, got.late, got.duplicates) == (
             want.applied,
             want.redelivered,
@@ -140,9 +140,9 @@ def fold_both(
 def test_the_fast_path_folds_like_the_reference(seed: int, disorder: bool) -> None:
     rng = random.Random(seed)
     twins: dict[str, tuple[Twin | None, Twin | None]] = {}
-    history = rng.choice([1, 3, 50])
+    window = rng.choice([1, 3, 50])
     for chunk in cuts(rng, stream(rng, disorder)):
-        fold_both(twins, chunk, history)
+        fold_both(twins, chunk, window)
     assert twins
 
 

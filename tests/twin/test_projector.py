@@ -24,18 +24,18 @@ from tests.twin.kafka_helpers import (
     with_twin,
 )
 from twin.events import ms_to_datetime
-from twin.fold import fold
+from twin.fold import fold, recent_keys
 
 pytestmark = pytest.mark.integration
 FLEET = Path(sys.executable).with_name("fleet")
 
 
-def expected_twin(records: list[dict], history: int = 50) -> dict:
+def expected_twin(records: list[dict], window: int = 50) -> dict:
     """The pure fold of one car's readings in the order they were produced (as Kafka has them:
     through Avro, whose floats are 32-bit)."""
     codec = telemetry_codec()
     on_kafka = [codec.decode(codec.encode(r)) for r in records]
-    result = fold(None, records[0]["car_id"], envelopes(on_kafka), history_size=history)
+    result = fold(None, records[0]["car_id"], envelopes(on_kafka), dedupe_window=window)
     assert result.twin is not None
     return result.twin
 
@@ -48,7 +48,7 @@ def comparable(twin: dict) -> dict:
 def test_out_of_order_and_duplicate_readings_within_and_across_batches(
     fresh_settings: Settings,
 ) -> None:
-    settings = with_twin(fresh_settings, batch_size=7, history_size=10)
+    settings = with_twin(fresh_settings, batch_size=7, dedupe_window=10)
     rng = random.Random(7)
     per_car: dict[str, list[dict]] = {}
     for c in range(12):
@@ -70,10 +70,10 @@ def test_out_of_order_and_duplicate_readings_within_and_across_batches(
     assert set(twins) == set(per_car)
     for car, records in per_car.items():
         twin = twins[car]
-        assert comparable(twin) == comparable(expected_twin(records, history=10))
+        assert comparable(twin) == comparable(expected_twin(records, window=10))
         assert twin["last_reading"]["seq"] == 14  # the newest by event time, whatever the order
         assert twin["reported"]["coolant_temp"]["value"] == reading(car, seq=14)["coolant_temp"]
-        assert [h["seq"] for h in twin["history"]] == sorted(h["seq"] for h in twin["history"])
+        assert recent_keys(twin) == sorted(recent_keys(twin))
         assert twin["counters"]["duplicates_skipped"] == 1
         assert twin["counters"]["late_skipped"] > 0
         assert twin["first_seen"] == ms_to_datetime(T0)

@@ -17,7 +17,9 @@ from tests.conftest import isolate
 from tests.lake.conftest import archiving
 from tests.twin.kafka_helpers import (
     events_applied,
+    history_count,
     produce,
+    running_history,
     running_projector,
     twins_collection,
 )
@@ -61,7 +63,9 @@ def isolated(settings: Settings) -> Settings:
     clients.gcs_client(settings).create_bucket(bucket)
     gcs = own.gcs.model_copy(update={"bucket": bucket})
     lake = own.lake.model_copy(update={"flush_seconds": 0.5})
-    return own.model_copy(update={"gcs": gcs, "lake": lake})
+    # The simulated readings are of 2019: kept, not expired by the history's retention.
+    twin = own.twin.model_copy(update={"history_retention_days": 0})
+    return own.model_copy(update={"gcs": gcs, "lake": lake, "twin": twin})
 
 
 SILENT = ("car1", "car2", "car3")
@@ -89,11 +93,16 @@ def fleet(stack_env: dict[str, str]) -> tuple[Settings, list[dict[str, Any]]]:
     readings, scores = fleet_events()
     produce(settings, readings)
     produce(settings, scores)
-    with running_projector(settings), archiving(settings):
+    with running_projector(settings), archiving(settings), running_history(settings):
         wait_for(
             lambda: events_applied(settings) == len(readings) + len(scores),
             timeout=120,
             what="the projector to apply every event",
+        )
+        wait_for(
+            lambda: history_count(settings) == len(readings) + len(scores),
+            timeout=120,
+            what="the history projection to hold every event",
         )
         lake = Lake(settings)
         wait_for(

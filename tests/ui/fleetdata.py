@@ -13,6 +13,8 @@ from typing import Any
 from ingest.simulator import FleetSimulator, SimulationConfig
 from twin.events import Envelope
 from twin.fold import fold
+from twin.history import to_document
+from twin.project import Raw
 
 THRESHOLD = 0.5
 
@@ -109,3 +111,15 @@ def simulated_twins(
         assert result.twin is not None
         twins.append(result.twin)
     return twins
+
+
+def simulated_history(cars: int = 40, **options: Any) -> dict[str, list[dict[str, Any]]]:
+    """Each car's history documents (what `fleet history run` writes) from
+    ``simulated_events``, oldest first."""
+    readings, scores = simulated_events(cars, **options)
+    per_car: dict[str, list[dict[str, Any]]] = {}
+    for kind, records in (("reading", readings), ("score", scores)):
+        for offset, record in enumerate(records):
+            doc = to_document(kind, record, Raw(kind, 0, offset, b"", b""))  # type: ignore[arg-type]
+            per_car.setdefault(record["car_id"], []).append(doc)
+    return {car: sorted(docs, key=lambda d: (d["t"], d["kind"])) for car, docs in per_car.items()}

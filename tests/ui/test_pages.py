@@ -191,7 +191,7 @@ def cached_key(settings: Settings) -> tuple[str, str, str]:
 
 
 def test_car_detail(fleet: Fleet, render: Render) -> None:
-    _settings, twins = fleet
+    settings, twins = fleet
     twin = next(t for t in twins if t["anomaly"] and t["anomaly"]["is_anomaly"])
     at = render("car", {"car": twin["_id"]})
     shown = metrics(at)
@@ -207,11 +207,16 @@ def test_car_detail(fleet: Fleet, render: Render) -> None:
     assert reported.set_index("sensor").loc["speed", "value"] == pytest.approx(speed)
     conditions = at.dataframe[1].value
     assert len(conditions) == len(twin["health"]["conditions"])
-    scores = twin["anomaly_history"]
+    # Charts and scores come from the history collection (`fleet run history`), last hour.
+    history = clients.mongo_database(settings)[settings.twin.history_collection]
+    events = list(history.find({"car": twin["_id"]}).sort("t", 1))
+    scores = [e for e in events if e["kind"] == "score"]
+    readings = [e for e in events if e["kind"] == "reading"]
     assert len(scores) == 3
+    assert len(readings) == twin["counters"]["readings_applied"] > 3
     assert (
-        f"{len(twin['history'])} most recent readings and 3 most recent scores kept on the twin."
-        in texts(at)
+        f"{len(readings)} readings and 3 scores in the last hour before the car's last reading, "
+        "from the history collection." in texts(at)
     )
     # The score history as shown (newest first), each with its threshold and verdict.
     shown_scores = next(d.value for d in at.dataframe if "threshold" in d.value.columns)

@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.ui.fleetdata import simulated_twins
+from fleet.contract import SENSORS
+from tests.ui.fleetdata import simulated_history, simulated_twins
 from twin.health import CONDITION_NAMES
 from ui import present, streams
 from ui.twin_reads import (
@@ -153,14 +154,18 @@ def test_cursor_of_a_row() -> None:
     assert cursor_of(doc, TableQuery()) == ("car5", "car5")
 
 
-def test_score_frame_keeps_each_score_with_its_threshold() -> None:
-    twins = simulated_twins(cars=3, steps=4, failure_rate=20.0, scored=2, scores_per_car=3)
-    frame = present.score_frame(twins[0])
-    history = twins[0]["anomaly_history"]
-    assert list(frame["seq"]) == [1, 2, 3] == [h["seq"] for h in history]
-    assert list(frame["score"]) == [h["score"] for h in history]
+def test_history_frames_keep_each_reading_and_each_score_with_its_threshold() -> None:
+    history = simulated_history(cars=3, steps=4, failure_rate=20.0, scored=2, scores_per_car=3)
+    frame = present.score_frame(history["car1"])
+    scores = [d for d in history["car1"] if d["kind"] == "score"]
+    assert list(frame["seq"]) == [1, 2, 3] == [h["seq"] for h in scores]
+    assert list(frame["score"]) == [h["score"] for h in scores]
     assert list(frame["threshold"]) == [0.5, 0.5, 0.5]
-    assert present.score_frame(twins[2]).empty  # never scored
+    assert present.score_frame(history["car3"]).empty  # never scored
+    readings = present.history_frame(history["car1"])
+    assert list(readings["seq"]) == [0, 1, 2, 3]
+    assert list(readings.columns) == ["event_time", "seq", *SENSORS]
+    assert present.history_frame([]).empty
 
 
 def test_rows_and_presentation_of_simulated_twins() -> None:
@@ -172,8 +177,6 @@ def test_rows_and_presentation_of_simulated_twins() -> None:
     reported = present.reported_rows(twin)
     assert len(reported) == 18
     assert {r["unit"] for r in reported if r["sensor"].startswith("tire_pressure")} == {"psi"}
-    frame = present.history_frame(twin)
-    assert list(frame["seq"]) == [0, 1, 2, 3]
     conditions = present.condition_rows(twin, twin["last_seen"])
     assert len(conditions) == len(twin["health"]["conditions"]) > 0
     safe = present.json_safe(twin)

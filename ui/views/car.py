@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import altair as alt
 import pandas as pd
 import streamlit as st
@@ -11,6 +13,15 @@ from ui import cached, context, present
 from ui.widgets import CAR_KEY, condition_label, fmt_int
 
 DEFAULT_SENSORS = ["coolant_temp", "speed", "engine_vibration_amplitude"]
+#: Chart ranges, back from the car's last reading (event time: a time-lapsed fleet runs ahead
+#: of the wall clock).
+RANGES = {
+    "last 15 minutes": timedelta(minutes=15),
+    "last hour": timedelta(hours=1),
+    "last 6 hours": timedelta(hours=6),
+    "last 24 hours": timedelta(days=1),
+    "last 7 days": timedelta(days=7),
+}
 
 st.title("Car detail")
 k = cached.key()
@@ -91,10 +102,22 @@ with tabs[1]:
     else:
         st.success("No health condition holds for this car.", icon=":material/check_circle:")
 with tabs[2]:
-    history = present.history_frame(twin)
-    scores = present.score_frame(twin)
+    span = st.selectbox("Range", list(RANGES), index=1, key="car.range")
+    end_at = clock
+    events = []
+    if end_at is not None:
+        try:
+            events = cached.car_history(k, car_id, end_at - RANGES[span], end_at)
+        except context.Unavailable as exc:
+            context.show_unavailable(exc)
+    history = present.history_frame(events)
+    scores = present.score_frame(events)
     if history.empty and scores.empty:
-        st.info("No readings in this car's history yet.")
+        st.info(
+            f"No readings of this car in its {span} in the history collection "
+            f"(`{context.settings().twin.history_collection}`, written by `fleet run history`; "
+            "older ones are in the lake)."
+        )
     else:
         chosen = st.multiselect(
             "Sensors",
@@ -164,8 +187,8 @@ with tabs[2]:
                     },
                 )
         st.caption(
-            f"{len(history)} most recent readings and {len(scores)} most recent scores "
-            "kept on the twin."
+            f"{len(history)} readings and {len(scores)} scores in the {span} before the car's "
+            "last reading, from the history collection."
         )
 with tabs[3]:
     st.json(present.json_safe(twin), expanded=1)

@@ -1,4 +1,4 @@
-"""The twin's bounded score history (`anomaly_history`): what the car page charts."""
+"""The twin's `anomaly` part: the newest score wins; its history is in the history collection."""
 
 from __future__ import annotations
 
@@ -9,22 +9,18 @@ from twin.events import Envelope, ms_to_datetime
 from twin.fold import fold
 
 
-def scores_of(twin: dict) -> list[tuple[int, float, float, bool]]:
-    history = twin["anomaly_history"]
-    return [(h["seq"], h["score"], h["threshold"], h["is_anomaly"]) for h in history]
-
-
-def test_each_applied_score_is_kept_with_its_threshold_in_order() -> None:
+def test_the_newest_score_is_kept_with_its_threshold() -> None:
     events = envelopes([score(seq=1, value=0.2), score(seq=2, value=0.9, threshold=0.6)])
     twin = fold(None, "car1", events).twin
     assert twin is not None
-    assert scores_of(twin) == [(1, 0.2, 0.5, False), (2, 0.9, 0.6, True)]
-    assert twin["anomaly_history"][1]["event_time"] == twin["anomaly"]["event_time"]
-    first = ms_to_datetime(events[0].record["event_time"])
-    assert twin["anomaly_history"][0]["event_time"] == first
+    anomaly = twin["anomaly"]
+    assert (anomaly["seq"], anomaly["score"], anomaly["threshold"]) == (2, 0.9, 0.6)
+    assert anomaly["is_anomaly"] is True
+    assert anomaly["event_time"] == ms_to_datetime(events[1].record["event_time"])
+    assert "anomaly_history" not in twin  # a twin is state, not history
 
 
-def test_duplicates_late_scores_and_redeliveries_add_nothing() -> None:
+def test_duplicates_late_scores_and_redeliveries_change_nothing_but_counters() -> None:
     first = envelopes([score(seq=5, value=0.3)])
     twin = fold(None, "car1", first).twin
     assert twin is not None
@@ -32,11 +28,12 @@ def test_duplicates_late_scores_and_redeliveries_add_nothing() -> None:
     later = envelopes([score(seq=5, value=0.3), score(seq=4, value=0.8)], start=1)
     after = fold(twin, "car1", [*first, *later]).twin  # a redelivery, a duplicate, a late score
     assert after is not None
-    assert scores_of(after) == [(5, 0.3, 0.5, False)]
+    assert after["anomaly"] == twin["anomaly"]
+    assert (after["counters"]["duplicates_skipped"], after["counters"]["late_skipped"]) == (1, 1)
     assert twin == frozen  # the caller's twin is untouched
 
 
-def test_the_history_is_bounded_and_independent_of_readings_interleaving() -> None:
+def test_the_anomaly_part_does_not_depend_on_how_readings_interleave() -> None:
     readings = [reading(seq=s) for s in range(6)]
     scores = [score(seq=s, value=0.1 * s) for s in range(6)]
     apart = [
@@ -44,8 +41,8 @@ def test_the_history_is_bounded_and_independent_of_readings_interleaving() -> No
         *[Envelope("anomalies", 0, i, "anomaly", s) for i, s in enumerate(scores)],
     ]
     mixed = sorted(apart, key=lambda e: (e.record["seq"], e.kind != "anomaly"))  # scores first
-    one = fold(None, "car1", apart, history_size=4).twin
-    two = fold(None, "car1", mixed, history_size=4).twin
+    one = fold(None, "car1", apart).twin
+    two = fold(None, "car1", mixed).twin
     assert one is not None and two is not None
-    assert [h["seq"] for h in one["anomaly_history"]] == [2, 3, 4, 5]
-    assert one["anomaly_history"] == two["anomaly_history"]
+    assert one["anomaly"] == two["anomaly"]
+    assert one["anomaly"]["seq"] == 5

@@ -1,0 +1,86 @@
+"""A twin is state, not history: its worst case is bounded, however long a car drives.
+
+The bound is 6 kB of BSON today (5.6 kB measured; a simulated car is ~3.3 kB, 33 kB before its
+histories left for the history collection).
+The 4 kB of an AWS IoT shadow would take two format changes this test will then hold: one
+time for all of `reported` instead of one per sensor (-450 bytes), and the command outcomes
+out of the twin (-1.1 kB)."""
+
+from __future__ import annotations
+
+import uuid
+
+import bson
+
+from fleet.contract import DESIRED_PROPERTIES, WHEELS
+from fleet.settings import Settings
+from tests.commands.factories import cmd
+from tests.twin.factories import reading, score
+from twin import desired
+from twin.events import Envelope
+from twin.fold import DEFAULT_DEDUPE_WINDOW, Twin, fold
+
+LIMIT = 6 * 1024
+CAR = "c" * 64  # the longest car id the bridge accepts
+
+
+def worst_case_twin(readings: int) -> Twin:
+    """Every health condition active, every desired property set and pending (delta), the
+    command log full of refusals with long reasons, the dedupe window full, a score with every
+    contributing sensor, and each topic's events on several partitions (as after a topic's
+    partitions were increased)."""
+    sick = {
+        **{f"tire_pressure_{w}": 20 for w in WHEELS},
+        **{f"accelerometer_{w}_value": -3.999999 for w in WHEELS},
+        "engine_vibration_amplitude": 5999.123456,
+        "speed": 38.912345,
+        "coolant_temp": 149.123456,
+        "current_draw": 99.123456,
+        "control_unit_firmware": 1000,
+    }
+    events: list[Envelope] = []
+    for seq in range(readings):
+        partition = seq % 2
+        events.append(
+            Envelope("fleet.telemetry.v1", partition, seq, "telemetry", reading(CAR, seq, **sick))
+        )
+        record = score(CAR, seq, value=0.987654321, threshold=0.123456789, version=f"{seq:020d}")
+        record["top_sensors"] = [  # as many as the scorer names (ml.top_sensors)
+            {"sensor": "accelerometer_2_2_value", "contribution": 0.123456789}
+        ] * Settings().ml.top_sensors
+        record["model_name"] = "autoencoder-supervised-combined"
+        events.append(Envelope("fleet.anomalies.v1", partition, seq, "anomaly", record))
+    for i in range(desired.COMMAND_LOG_SIZE + 5):
+        for name in DESIRED_PROPERTIES:
+            command = cmd(
+                CAR,
+                value=2000,
+                expected_version=10**12 + i,  # stale: refused, with a long reason
+                prop=name,
+                command_id=uuid.uuid4().hex,
+                rollout_id=uuid.uuid4().hex,
+            )
+            command["issuer"] = "fleet-engineer-with-a-long-name@" + "h" * 40
+            events.append(Envelope("fleet.commands.v1", i % 2, i, "command", command))
+    for i, name in enumerate(DESIRED_PROPERTIES):  # then accepted: desired set, delta pending
+        command = cmd(
+            CAR, value=2000, prop=name, command_id=uuid.uuid4().hex, rollout_id=uuid.uuid4().hex
+        )
+        events.append(Envelope("fleet.commands.v1", i % 2, 1000 + i, "command", command))
+    twin = fold(None, CAR, events).twin
+    assert twin is not None
+    return twin
+
+
+def test_the_worst_case_twin_fits_in_6_kb() -> None:
+    twin = worst_case_twin(readings=DEFAULT_DEDUPE_WINDOW * 3)
+    assert len(twin["health"]["conditions"]) == 11  # every condition holds
+    assert set(twin["delta"]) == set(DESIRED_PROPERTIES)
+    assert len(twin["command_log"]) == desired.COMMAND_LOG_SIZE
+    assert len(twin["positions"]) == 6  # 3 topics x 2 partitions
+    size = len(bson.encode(twin))
+    assert size <= LIMIT, f"{size} bytes"
+
+
+def test_a_twin_does_not_grow_with_the_readings_it_has_seen() -> None:
+    assert len(bson.encode(worst_case_twin(40))) == len(bson.encode(worst_case_twin(400)))
