@@ -171,6 +171,12 @@ class TwinSettings(BaseModel):
     poll_timeout: float = Field(
         1.0, gt=0, description="seconds to wait for the first event of a batch"
     )
+    max_staleness_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="caught up, a batch takes no more cars than can be written in this long, so "
+        "the newest readings reach their twins within about this (freshness first)",
+    )
     batch_seconds: float = Field(
         180.0,
         gt=0,
@@ -180,8 +186,7 @@ class TwinSettings(BaseModel):
     write_chunk: int = Field(
         500,
         ge=1,
-        description="most cars decoded, folded and written together (bounds memory: a twin "
-        "with a full history is ~120 kB in Python)",
+        description="most cars decoded, folded and written together (bounds memory)",
     )
     chunks_in_flight: int = Field(
         2,

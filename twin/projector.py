@@ -86,19 +86,30 @@ FIRST_SECONDS_PER_TWIN = 0.01
 
 @dataclass
 class BatchSizer:
-    """How many cars the next batch may touch so that it takes about ``batch_seconds``.
+    """How many cars the next batch may touch: freshness first when caught up, throughput
+    when behind.
 
     A batch costs one read and one write per car, whatever its number of events (each event
     costs microseconds to decode and fold): so batches are bounded by distinct cars, at the
     seconds per twin measured on the batches so far, and by ``batch_size`` events (memory).
-    The more events a car has in a batch, the fewer writes per event: a projector that is
-    behind catches up in big batches."""
+    Caught up (the last poll took everything that was waiting), a batch takes at most what
+    can be written within ``max_staleness`` seconds, so a burst cannot hold the newest
+    readings back behind a long batch. Behind (the last poll stopped at a bound), it takes
+    up to ``batch_seconds``: the more events a car has in a batch, the fewer writes per
+    event, and that is how a projector catches up."""
 
     batch_seconds: float
+    max_staleness: float = 1.0
     seconds_per_twin: float = FIRST_SECONDS_PER_TWIN
+    behind: bool = True  # until a poll says otherwise: a start is a catch-up
 
     def max_cars(self) -> int:
-        return max(1, int(self.batch_seconds / self.seconds_per_twin))
+        seconds = self.batch_seconds if self.behind else min(self.max_staleness, self.batch_seconds)
+        return max(1, int(seconds / self.seconds_per_twin))
+
+    def polled(self, events: int, cars: int, max_events: int, max_cars: int) -> None:
+        """What the last poll took: a poll that stopped at a bound left events waiting."""
+        self.behind = events >= max_events or cars >= max_cars
 
     def observe(self, twins: int, seconds: float) -> None:
         if twins < 10 or seconds <= 0:
@@ -147,7 +158,7 @@ class Projector:
         self.changes = ChangeEmitter(settings) if settings.twin.emit_changes else None
         # Cars per batch: as many as fit in `batch_seconds` (big batches give each car many
         # events per write; a batch must end well within max.poll.interval.ms).
-        self.sizer = BatchSizer(settings.twin.batch_seconds)
+        self.sizer = BatchSizer(settings.twin.batch_seconds, settings.twin.max_staleness_seconds)
         self.transactions = False
         self.cache = TwinCache(settings.twin.cache_mb * 2**20, self.collection.codec_options)
 
@@ -222,6 +233,8 @@ class Projector:
                 metrics.BATCH_MAX_CARS.set(max_cars)
                 batch = poll(consumer, twin.batch_size, twin.poll_timeout, max_cars)
                 if batch:
+                    cars = len({raw.key for raw in batch})
+                    self.sizer.polled(len(batch), cars, twin.batch_size, max_cars)
                     try:
                         started = time.perf_counter()
                         written = self.process(consumer, batch)

@@ -48,3 +48,18 @@ def test_batches_touch_as_many_cars_as_fit_in_batch_seconds_at_the_measured_cost
     for _ in range(20):
         sizer.observe(twins=100, seconds=120.0)  # a slow server: fewer cars per batch
     assert sizer.max_cars() == 50
+
+
+def test_caught_up_a_batch_is_what_can_be_written_within_the_staleness_target() -> None:
+    sizer = BatchSizer(batch_seconds=180, max_staleness=1.0)
+    for _ in range(20):
+        sizer.observe(twins=1000, seconds=1.0)  # 1 ms a twin
+    assert sizer.max_cars() == pytest.approx(180_000, rel=0.01)  # a start is a catch-up
+    sizer.polled(events=300, cars=300, max_events=500_000, max_cars=180_000)  # all there was
+    assert not sizer.behind
+    assert sizer.max_cars() == pytest.approx(1_000, rel=0.01)  # freshness first
+    sizer.polled(events=5_000, cars=1_000, max_events=500_000, max_cars=1_000)  # more waiting
+    assert sizer.behind
+    assert sizer.max_cars() == pytest.approx(180_000, rel=0.01)  # catch up in big batches
+    sizer.polled(events=500_000, cars=10, max_events=500_000, max_cars=180_000)
+    assert sizer.behind  # the event bound stopped it: still behind
