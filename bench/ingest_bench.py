@@ -122,8 +122,19 @@ def car_and_seq(value: bytes) -> tuple[str, int]:
 def publisher_worker(args: argparse.Namespace) -> None:
     """One publisher process: cars [lo, hi) of the fleet, paced over each reading interval."""
     settings = Settings()
-    simulator = FleetSimulator(SimulationConfig(cars=args.cars, seed=2))
-    simulator.step()  # the warm-up step the main process published
+    # Event times follow the wall clock from the first published step on (bench/e2e.py runs
+    # phases at different intervals one after the other: times and seqs keep increasing).
+    interval_ms = args.interval_ms or SimulationConfig.interval_ms
+    first_ms = int(args.start_at * 1000) if args.interval_ms else SimulationConfig.start_time_ms
+    config = SimulationConfig(
+        cars=args.cars,
+        seed=2,
+        interval_ms=interval_ms,
+        start_time_ms=first_ms - (args.first_step + 1) * interval_ms,
+    )
+    simulator = FleetSimulator(config)
+    for _ in range(args.first_step + 1):
+        simulator.step()  # the warm-up step the main process published, and earlier phases'
     lo, hi = args.slice
     sink = BulkMqttSink(settings, connections=2)
     interval_s = simulator.config.interval_ms / 1000
@@ -368,6 +379,8 @@ def main() -> None:
     )
     parser.add_argument("--steps", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--start-at", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--interval-ms", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--first-step", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--only", choices=["direct", "mqtt"])
     parser.add_argument("--running", action="store_true", help="use the FLEET_* stack")
