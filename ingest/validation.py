@@ -283,6 +283,7 @@ def _wire_struct() -> type[msgspec.Struct]:
 _WIRE: Final = _wire_struct()
 _DECODER: Final = msgspec.json.Decoder(_WIRE)
 _SENSOR_COUNT: Final = len(SENSORS)
+_FIELD_COUNT: Final = len(_WIRE.__struct_fields__)  # the sensors, then the optional fields
 
 
 def decode_valid(payload: bytes) -> WireReading | None:
@@ -301,8 +302,7 @@ def decode_valid(payload: bytes) -> WireReading | None:
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return None
     values = msgspec.structs.astuple(wire)
-    present = _SENSOR_COUNT + sum(value is not None for value in values[_SENSOR_COUNT:])
-    if payload.count(b":") != present:
+    if payload.count(b":") != _FIELD_COUNT - values.count(None):
         return None
     occurred = values[_SENSOR_COUNT + 2]
     if type(occurred) is str:
