@@ -168,25 +168,23 @@ def test_rebuild_while_queries_and_the_projector_run(fresh_settings: Settings) -
 @pytest.mark.fault
 def test_mongodb_away_for_a_while_then_back(fresh_settings: Settings, tmp_path: Path) -> None:
     """The projector's own MongoDB-wire server is killed and restarted: retries, no loss."""
-    import shutil
-    import socket
-
     from prometheus_client import REGISTRY
 
     from fleet import clients
+    from fleet.stack.ports import free_port
+    from fleet.stack.services import MongoWire
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    program = shutil.which("secantusd-py") or str(Path(sys.executable).with_name("secantusd-py"))
-    command = [program, "--host", "127.0.0.1", "--port", str(port)]
-    command += ["--storage-path", str(tmp_path / "data"), "--log-level", "WARNING"]
     settings = fresh_settings.model_copy(
         update={
-            "mongodb": fresh_settings.mongodb.model_copy(update={"port": port}),
+            "mongodb": fresh_settings.mongodb.model_copy(update={"port": free_port()}),
+            "stack": fresh_settings.stack.model_copy(update={"home": tmp_path}),
             "twin": fresh_settings.twin.model_copy(update={"max_backoff": 1.0}),
         }
     )
+    # The server the stack runs (secantusd-rs when built), with the stack's flags.
+    mongodb = MongoWire(settings)
+    mongodb.prepare()
+    command = mongodb.command()
 
     def serving() -> bool:
         with clients.mongo_client(settings, serverSelectionTimeoutMS=500) as client:
