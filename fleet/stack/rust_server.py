@@ -84,7 +84,7 @@ def build(cache: Path, notify: Notify) -> Path | None:
     # Built aside and renamed into place: a half-built or interrupted install is never found.
     staging = root.with_name(f"{root.name}.{uuid.uuid4().hex}.partial")
     log_file = root.with_name(f"{root.name}.build.log")
-    notify(f"building {PROGRAM} ({CRATE} {VERSION}) with cargo, once: ~5 min on 2 cores")
+    notify(f"building {PROGRAM} ({CRATE} {VERSION}) with cargo, once: 5-8 min on 2 cores")
     try:
         if not _cargo_install(cargo, staging, log_file):
             notify(
