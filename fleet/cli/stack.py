@@ -39,7 +39,7 @@ def _stack(only: list[str] | None) -> Stack:
 
 
 def _progress(name: str, state: str) -> None:
-    console.print(f"[bold]{name:<10}[/bold] {state}")
+    console.print(f"[bold]{name:<10}[/bold] {state}", soft_wrap=True)  # a notice is one line
 
 
 @stack_app.command()

@@ -55,9 +55,8 @@ def cargo_command() -> list[str]:
     cargo, rustc = _rust_tool("cargo"), _rust_tool("rustc")
     if cargo is None or rustc is None:
         raise BuildUnavailable(
-            f"{PROGRAM} not built: no Rust toolchain (cargo, rustc); install one with rustup "
-            "(https://rustup.rs, then `rustup toolchain install nightly`) and run "
-            "`fleet stack install` again"
+            f"{PROGRAM} not built: no cargo/rustc (install rustup and its nightly toolchain, "
+            "then `fleet stack install` again); the local stack will run secantusd-py"
         )
     rustup = _rust_tool("rustup")
     if rustup is not None:
