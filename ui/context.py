@@ -40,12 +40,17 @@ def _mongo(uri: str, _settings: Settings) -> Any:
     )
 
 
+def database() -> Any:
+    """The configured database (a handle: no request to the server yet)."""
+    s = settings()
+    return _mongo(s.mongodb_uri, s)[s.mongodb.database]
+
+
 def twins() -> Collection[dict[str, Any]]:
     """The live twins collection, for reading only (the explorer never writes); a rebuild
     swaps in another one, so its name is looked up (twin/live.py), a query like any other."""
-    s = settings()
     with mongo_errors():
-        return live.live_twins(_mongo(s.mongodb_uri, s)[s.mongodb.database], s.twin.collection)
+        return live.live_twins(database(), settings().twin.collection)
 
 
 class Unavailable(Exception):
