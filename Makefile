@@ -35,7 +35,8 @@ $(BIN)/fleet: pyproject.toml constraints.txt
 lock:  ## re-pin constraints.txt from the current virtualenv
 	$(BIN)/pip freeze --exclude-editable | grep -v '^fleet-twin' > constraints.txt
 
-kafka-jars: python  ## resolve Apache Kafka's jars from Maven Central into the cache (once)
+# Also builds SecantusDB's Rust server with cargo (once, minutes; a notice if no toolchain).
+kafka-jars: python  ## Kafka's jars (Maven Central) and secantusd-rs (crates.io) into the cache, once
 	$(BIN)/fleet stack install
 
 test: lint typecheck pytest  ## what CI runs

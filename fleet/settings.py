@@ -49,6 +49,11 @@ class MongoSettings(BaseModel):
     uri: str | None = Field(None, description="unset = the local stack's MongoDB-wire server")
     database: str = "fleet"
     port: int = 27017  # local stack only
+    server: Literal["auto", "rust", "python"] = Field(
+        "auto",
+        description="the local stack's server: SecantusDB's Rust `secantusd-rs` (built by "
+        "`fleet stack install`), its Python `secantusd-py`, or auto (Rust when built)",
+    )
 
 
 class MqttSettings(BaseModel):
@@ -107,7 +112,7 @@ class StackSettings(BaseModel):
     home: Path = Field(Path(".fleet"), description="data, logs and pid files of the local stack")
     cache: Path = Field(
         Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fleet",
-        description="downloaded Kafka jars (kept across stacks)",
+        description="Kafka's jars and the built secantusd-rs (kept across stacks)",
     )
     start_timeout: float = 90.0
 

@@ -28,7 +28,7 @@ from fleet.avro import Codec, anomaly_codec, command_codec, telemetry_codec
 from fleet.logs import get_logger
 from fleet.service import Shutdown
 from fleet.settings import Settings
-from twin import metrics, store
+from twin import live, metrics, store
 from twin.cache import TwinCache
 from twin.changes import ChangeEmitter, Written
 from twin.chunk import CarEvents, Chunk, ChunkDecoder
@@ -144,8 +144,11 @@ class Projector:
     ) -> None:
         self.settings = settings
         self.shutdown = shutdown or Shutdown()
-        database = clients.mongo_database(settings)
-        self.collection = store.twins_collection(database, collection or settings.twin.collection)
+        self.database = clients.mongo_database(settings)
+        # The configured name; the collection behind it is looked up per batch, because
+        # `fleet twin rebuild` swaps in a new one (twin/live.py).
+        self.name = collection or settings.twin.collection
+        self.collection = store.twins_collection(self.database, self.name)
         self.codecs = codecs_for(settings)
         self.chunks = ChunkDecoder(self.codecs)
         self.consumer_overrides = consumer_overrides
@@ -197,6 +200,7 @@ class Projector:
 
     def run(self) -> Applied:
         twin = self.settings.twin
+        self._follow_swap()
         self._retry(
             "create indexes",
             "mongodb",
@@ -267,22 +271,14 @@ class Projector:
         offsets: dict[tuple[str, int], int] = {}
         for message in messages:
             offsets[(message.topic, message.partition)] = message.offset
-        depth = self.settings.twin.chunks_in_flight
-        in_flight: deque[tuple[Future[Applied], list[Written]]] = deque()
-        written = 0
-        with ThreadPoolExecutor(max_workers=depth, thread_name_prefix="twin-chunk") as pool:
-            try:
-                for selected in chunks_by_car(messages, self.settings.twin.write_chunk):
-                    while len(in_flight) >= depth:
-                        written += self._finish(*in_flight.popleft())
-                    chunk = self.decode(selected)
-                    cars: list[Written] = []
-                    in_flight.append((pool.submit(self._apply, chunk.cars, cars), cars))
-                while in_flight:
-                    written += self._finish(*in_flight.popleft())
-            finally:
-                for future, _cars in in_flight:  # a chunk failed: do not start the others
-                    future.cancel()
+        self._follow_swap()
+        written = self._apply_chunks(messages)
+        # A rebuild that swapped in its collection while this batch was written into the old
+        # one replays only what was there before the swap: write the batch again into the new
+        # one before committing (events already applied there are no-ops).
+        while self._follow_swap():
+            log.info("twins swapped during a batch; writing it again", into=self.collection.name)
+            written = self._apply_chunks(messages)
         hits, misses = self.cache.take_counts()
         metrics.CACHE_READS.labels("hit").inc(hits)
         metrics.CACHE_READS.labels("miss").inc(misses)
@@ -304,6 +300,40 @@ class Projector:
             )
         self.commit(consumer, offsets)
         return written
+
+    def _apply_chunks(self, messages: Sequence[Raw]) -> int:
+        """The batch's cars, a chunk at a time, into the live collection. Returns twins written."""
+        depth = self.settings.twin.chunks_in_flight
+        in_flight: deque[tuple[Future[Applied], list[Written]]] = deque()
+        written = 0
+        with ThreadPoolExecutor(max_workers=depth, thread_name_prefix="twin-chunk") as pool:
+            try:
+                for selected in chunks_by_car(messages, self.settings.twin.write_chunk):
+                    while len(in_flight) >= depth:
+                        written += self._finish(*in_flight.popleft())
+                    chunk = self.decode(selected)
+                    cars: list[Written] = []
+                    in_flight.append((pool.submit(self._apply, chunk.cars, cars), cars))
+                while in_flight:
+                    written += self._finish(*in_flight.popleft())
+            finally:
+                for future, _cars in in_flight:  # a chunk failed: do not start the others
+                    future.cancel()
+        return written
+
+    def _follow_swap(self) -> bool:
+        """Look up the live collection; True if a rebuild swapped in another since last time."""
+        name = self._retry(
+            "find the live twins",
+            "mongodb",
+            mongo_is_away,
+            lambda: live.live_name(self.database, self.name),
+        )
+        if name == self.collection.name:
+            return False
+        self.collection = store.twins_collection(self.database, name)
+        self.cache.clear()  # twins of the replaced collection
+        return True
 
     def _apply(self, grouped: dict[str, CarEvents], cars: list[Written]) -> Applied:
         """One chunk of cars: read, fold, one bulk write (retried while MongoDB is away)."""

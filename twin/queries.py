@@ -11,14 +11,14 @@ from pymongo.collection import Collection
 
 from fleet import clients
 from fleet.settings import Settings
-from twin import store
+from twin import live
 from twin.fold import Twin
 from twin.health import CONDITION_NAMES
 
 
 def twins(settings: Settings) -> Collection[Twin]:
-    """The live twins collection of these settings."""
-    return store.twins_collection(clients.mongo_database(settings), settings.twin.collection)
+    """The live twins collection of these settings (a rebuild swaps in another: twin/live.py)."""
+    return live.live_twins(clients.mongo_database(settings), settings.twin.collection)
 
 
 def get_twin(collection: Collection[Twin], car_id: str) -> Twin | None:

@@ -2,13 +2,15 @@
 
 1. Note every partition's end (high watermark) and replay from the beginning up to it into a
    staging collection (with the indexes), in batches, exactly as the projector folds.
-2. Swap: `renameCollection` staging -> live with `dropTarget`, one atomic step on the server;
-   queries see the old twins, then the new ones, never a missing collection.
-3. Catch up: while we replayed, a running projector kept writing into the old collection, and
-   those writes went away with it. Replay on, into the new live collection, up to the ends as
-   they are after the swap: every event a projector could have written into the old
-   collection is then applied again. The positions on the twins make events that the running
-   projector also applies (now into the new collection) no-ops, whichever comes first.
+2. Swap: point the live name at the staging collection, one atomic single-document update
+   (twin/live.py: a rename over the live collection is not atomic for readers on every
+   server); queries see the old twins, then the new ones, never a missing collection. The
+   replaced collection stays until the next rebuild, for readers that looked it up just before.
+3. Catch up: while we replayed, a running projector kept writing into the old collection. Replay
+   on, into the new live collection, up to the ends as they are after the swap: every event a
+   projector wrote into the old collection before the swap is then applied again (one that
+   wrote during the swap writes its batch again into the new one, see twin/projector.py). The
+   positions on the twins make events applied twice no-ops, whichever comes first.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from fleet import clients
 from fleet.logs import get_logger
 from fleet.service import Shutdown
 from fleet.settings import Settings
-from twin import store
+from twin import live, store
 from twin.chunk import ChunkDecoder
 from twin.fold_columns import fold_car
 from twin.project import Applied, apply_batch, chunks_by_car, poll
@@ -41,7 +43,8 @@ class RebuildAborted(RuntimeError):
 
 @dataclass
 class RebuildReport:
-    staging: str
+    staging: str  # the new live collection, once swapped
+    replaced: str | None = None  # the collection it replaced (dropped by the next rebuild)
     replayed: int = 0
     caught_up: int = 0
     twins: int = 0
@@ -130,8 +133,8 @@ def rebuild(
     shutdown = shutdown or Shutdown()
     started = time.monotonic()
     database = clients.mongo_database(settings)
-    live = settings.twin.collection
-    staging_name = f"{live}_rebuild_{uuid.uuid4().hex[:8]}"
+    name = settings.twin.collection
+    staging_name = f"{name}_rebuild_{uuid.uuid4().hex[:8]}"
     staging = store.twins_collection(database, staging_name)
     store.ensure_indexes(staging)
     report = RebuildReport(staging=staging_name)
@@ -157,24 +160,26 @@ def rebuild(
         )
         report.applied += applied
 
-        database.client.admin.command(
-            "renameCollection",
-            f"{database.name}.{staging_name}",
-            to=f"{database.name}.{live}",
-            dropTarget=True,
-        )
-        log.info("swapped", collection=live)
+        report.replaced = live.swap(database, name, staging_name)
+        log.info("swapped", name=name, collection=staging_name, replaced=report.replaced)
 
         later = _ends(consumer, partitions, done)
-        applied, report.caught_up = _replay_to(
-            consumer, later, settings, live, done, shutdown, None
-        )
+        try:
+            applied, report.caught_up = _replay_to(
+                consumer, later, settings, staging_name, done, shutdown, None
+            )
+        except RebuildAborted:
+            raise RebuildAborted(
+                "rebuild interrupted after the swap, before it caught up with the events a "
+                "running projector wrote meanwhile: run it again"
+            ) from None
         report.applied += applied
     except BaseException:
-        database.drop_collection(staging_name)  # a no-op once renamed
+        if report.replaced is None:  # not swapped in: nobody reads it
+            database.drop_collection(staging_name)
         raise
     finally:
         consumer.close()
-    report.twins = store.twins_collection(database, live).estimated_document_count()
+    report.twins = staging.estimated_document_count()
     report.seconds = time.monotonic() - started
     return report

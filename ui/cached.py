@@ -16,6 +16,7 @@ from typing import Any
 
 import streamlit as st
 
+from twin import live
 from ui import anchors, context, fleet_count, streams, twin_reads
 from ui.twin_reads import Cursor, FleetSummary, TableQuery
 
@@ -89,10 +90,13 @@ def table_page(
 def warm_up(k: Key) -> None:
     """Once per explorer process and database, in a background thread: count the twins (the
     overview and the table need the count; SecantusDB walks every twin for it)."""
-    twins = context.twins()  # the handle, made here: the thread has no Streamlit session
+    # The handles, made here: the thread has no Streamlit session. The live twins are looked
+    # up there: a server that is away must not hold up the page (the pages report it).
+    database, name = context.database(), context.settings().twin.collection
 
     def run() -> None:
         try:
+            twins = live.live_twins(database, name)
             fleet_count.latest(k, twins.estimated_document_count, SIZE_TTL_S)
         except Exception as exc:  # best effort: the pages report a failing server themselves
             log.warning("explorer warm-up: the twins not counted: %s", exc)

@@ -16,7 +16,7 @@ from pymongo.errors import PyMongoError
 
 from fleet import clients
 from fleet.settings import Settings, get_settings
-from twin import store
+from twin import live
 
 SETTINGS_KEY = "fleet.settings"
 #: The UI must answer quickly or say the server is away, not hang a page for 30 s.
@@ -41,15 +41,16 @@ def _mongo(uri: str, _settings: Settings) -> Any:
 
 
 def database() -> Any:
-    """The platform's database, for reading only."""
+    """The configured database, for reading only (a handle: no request to the server yet)."""
     s = settings()
     return _mongo(s.mongodb_uri, s)[s.mongodb.database]
 
 
 def twins() -> Collection[dict[str, Any]]:
-    """The twins collection, for reading only (the explorer never writes)."""
-    s = settings()
-    return store.twins_collection(_mongo(s.mongodb_uri, s)[s.mongodb.database], s.twin.collection)
+    """The live twins collection, for reading only (the explorer never writes); a rebuild
+    swaps in another one, so its name is looked up (twin/live.py), a query like any other."""
+    with mongo_errors():
+        return live.live_twins(database(), settings().twin.collection)
 
 
 class Unavailable(Exception):

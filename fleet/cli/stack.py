@@ -39,7 +39,7 @@ def _stack(only: list[str] | None) -> Stack:
 
 
 def _progress(name: str, state: str) -> None:
-    console.print(f"[bold]{name:<10}[/bold] {state}")
+    console.print(f"[bold]{name:<10}[/bold] {state}", soft_wrap=True)  # a notice is one line
 
 
 @stack_app.command()
@@ -58,15 +58,13 @@ def up(only: Only = None) -> None:
 
 @stack_app.command()
 def install(only: Only = None) -> None:
-    """Check prerequisites and fetch what the servers need (Kafka's jars), without starting."""
+    """Check prerequisites, fetch Kafka's jars and build secantusd-rs (once), start nothing."""
     stack = _stack(only)
     try:
-        stack.install()
+        stack.install(_progress)
     except (PrerequisiteMissing, RuntimeError) as exc:
         raise CliError(str(exc)) from None
-    console.print(
-        f"stack prerequisites present; Kafka jars cached in {stack.settings.stack.cache.resolve()}"
-    )
+    console.print(f"stack prerequisites present; cache: {stack.settings.stack.cache.resolve()}")
 
 
 @stack_app.command()
@@ -85,11 +83,12 @@ def status(
     if as_json:
         typer.echo(json.dumps([s.__dict__ for s in statuses], indent=2))
     else:
-        table = Table("service", "state", "pid", "address", "healthy")
+        table = Table("service", "state", "server", "pid", "address", "healthy")
         for s in statuses:
             table.add_row(
                 s.name,
                 s.state,
+                s.server or "-",
                 str(s.pid or "-"),
                 s.address,
                 "[green]yes[/green]" if s.healthy else "[red]no[/red]",

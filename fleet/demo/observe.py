@@ -107,9 +107,13 @@ class Observer:
             return None
 
     def _twins(self) -> Any:
+        from twin.live import live_twins
+
         if self._mongo is None:
             self._mongo = clients.mongo_client(self.settings, serverSelectionTimeoutMS=3000)
-        return self._mongo[self.settings.mongodb.database][self.settings.twin.collection]
+        return live_twins(
+            self._mongo[self.settings.mongodb.database], self.settings.twin.collection
+        )
 
     def twin_counts(self) -> tuple[int | None, int | None]:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ class ServiceStatus:
     pid: int | None
     address: str
     healthy: bool
+    server: str | None = None  # what runs (e.g. secantusd-rs); None when stopped or external
 
 
 class ServiceFailed(RuntimeError):
@@ -52,11 +54,11 @@ class Stack:
         for service in self.managed():
             service.check_prerequisites()
 
-    def install(self) -> None:
+    def install(self, on_progress: Callable[[str, str], None] = lambda name, state: None) -> None:
         """Everything `up` needs before it can start, without starting anything."""
         self.check_prerequisites()
         for service in self.managed():
-            service.install()
+            service.install(functools.partial(on_progress, service.name))
 
     def up(self, on_progress: Callable[[str, str], None] = lambda name, state: None) -> None:
         """Start every managed service that is not running; wait until all are healthy.
@@ -76,6 +78,9 @@ class Stack:
                     f"{service.name}: something else already answers at {service.address()}; "
                     "stop it or choose another port"
                 )
+            notice = service.notice()
+            if notice:
+                on_progress(service.name, notice)
             on_progress(service.name, "preparing")
             service.prepare()
             spawn(service.command(), service.log_file, service.pidfile, cwd=service.home)
@@ -139,7 +144,13 @@ class Stack:
             state = "stopped" if proc is None else ("running" if healthy else "unhealthy")
             result.append(
                 ServiceStatus(
-                    service.name, state, proc.pid if proc else None, service.address(), healthy
+                    service.name,
+                    state,
+                    proc.pid if proc else None,
+                    service.address(),
+                    healthy,
+                    # From the pid file: what runs, whatever the settings say now.
+                    service.server(record.command) if proc and record else None,
                 )
             )
         return result

@@ -42,7 +42,7 @@ from ingest.simulator import FleetSimulator, SimulationConfig
 from ingest.validation import TOPIC_PREFIX, reading_payload
 from lake.naming import DATASET_PREFIXES
 from tests.ingest.helpers import hostile_payloads, valid_sensors
-from twin import store
+from twin.live import forget, live_twins
 
 FLEET = Path(sys.executable).with_name("fleet")
 #: A small model from Kafka: enough to score, quick to train.
@@ -576,7 +576,7 @@ class LakeView:
 
 def twins_of(settings: Settings, collection: str | None = None) -> dict[str, dict[str, Any]]:
     database = clients.mongo_database(settings)
-    twins = store.twins_collection(database, collection or settings.twin.collection)
+    twins = live_twins(database, collection or settings.twin.collection)
     return {t["_id"]: t for t in twins.find()}
 
 
@@ -806,7 +806,7 @@ def rebuild_differences(settings: Settings, env: dict[str, str], cli: bool = Tru
         live = twins_of(settings)
         rebuilt = twins_of(settings, fresh)
     finally:
-        clients.mongo_database(settings).drop_collection(fresh)
+        forget(clients.mongo_database(settings), fresh)
     differences = []
     for car in sorted(set(live) | set(rebuilt)):
         a, b = live.get(car), rebuilt.get(car)

@@ -11,6 +11,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from fleet.settings import Settings
+from fleet.stack import rust_server
 from tests.conftest import stack_environment
 
 pytestmark = pytest.mark.integration
@@ -33,6 +35,14 @@ def test_up_twice_status_healthy_down_leaves_nothing(tmp_path: Path) -> None:
         services = json.loads(status.stdout)
         assert {s["name"]: (s["state"], s["healthy"]) for s in services} == {
             name: ("running", True) for name in ("kafka", "mongodb", "mosquitto", "gcs")
+        }
+        # The Rust server whenever `fleet stack install` (make setup) could build it.
+        built = rust_server.built_program(Settings().stack.cache) is not None
+        assert {s["name"]: s["server"] for s in services} == {
+            "kafka": "kafka 4.4.0",
+            "mongodb": "secantusd-rs" if built else "secantusd-py",
+            "mosquitto": "mosquitto",
+            "gcs": "fake-gcs-server",
         }
         pids = {s["pid"] for s in services}
 

@@ -11,7 +11,7 @@ from fleet.service import Shutdown
 from fleet.settings import Settings
 from tests.kafka import produce  # noqa: F401  (re-exported for the twin's tests)
 from tests.threads import running_in_thread
-from twin import store
+from twin import live
 from twin.fold import Twin
 from twin.history import HistoryProjector
 from twin.projector import Projector
@@ -47,7 +47,8 @@ def history_count(settings: Settings) -> int:
 
 
 def twins_collection(settings: Settings) -> Any:
-    return store.twins_collection(clients.mongo_database(settings), settings.twin.collection)
+    """The live twins (a rebuild swaps in another collection: twin/live.py)."""
+    return live.live_twins(clients.mongo_database(settings), settings.twin.collection)
 
 
 def all_twins(settings: Settings) -> dict[str, Twin]:

@@ -115,7 +115,6 @@ def test_rebuild_while_queries_and_the_projector_run(fresh_settings: Settings) -
     first = [reading(car, seq=s, tire_pressure_1_1=21) for s in range(20) for car in cars]
     more = [reading(car, seq=s) for s in range(20, 30) for car in cars]
     produce(fresh_settings, first)
-    collection = twins_collection(fresh_settings)
     seen: list[int] = []
     errors: list[BaseException] = []
     stop = threading.Event()
@@ -123,6 +122,8 @@ def test_rebuild_while_queries_and_the_projector_run(fresh_settings: Settings) -
     def query_forever() -> None:
         while not stop.is_set():
             try:
+                # As `fleet twin get/list` and the explorer do: look the live twins up, query.
+                collection = queries.twins(fresh_settings)
                 seen.append(queries.count_twins(collection))
                 twin = queries.get_twin(collection, "car7")
                 assert twin is not None and twin["revision"] >= 20
@@ -151,34 +152,39 @@ def test_rebuild_while_queries_and_the_projector_run(fresh_settings: Settings) -
     twins = all_twins(fresh_settings)
     assert all(t["last_reading"]["seq"] == 29 for t in twins.values())
     assert all(t["health"]["status"] == "ok" for t in twins.values())  # pressure back to 32
+    collection = twins_collection(fresh_settings)
+    assert collection.name == report.staging
     names = {i["name"] for i in collection.list_indexes()}
     assert {"condition", "anomalous", "last_seen_car", "firmware", "car_id"} <= names
-    leftovers = [n for n in collection.database.list_collection_names() if "rebuild" in n]
-    assert leftovers == []
+    # Nothing else left behind: the new twins, and the old ones they replaced, kept for a
+    # reader that looked them up just before the swap (the next rebuild drops them).
+    assert report.replaced == fresh_settings.twin.collection
+    twin_collections = {
+        n for n in collection.database.list_collection_names() if n.startswith(report.replaced)
+    }
+    assert twin_collections == {report.staging, report.replaced}
 
 
 @pytest.mark.fault
 def test_mongodb_away_for_a_while_then_back(fresh_settings: Settings, tmp_path: Path) -> None:
     """The projector's own MongoDB-wire server is killed and restarted: retries, no loss."""
-    import shutil
-    import socket
-
     from prometheus_client import REGISTRY
 
     from fleet import clients
+    from fleet.stack.ports import free_port
+    from fleet.stack.services import MongoWire
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    program = shutil.which("secantusd-py") or str(Path(sys.executable).with_name("secantusd-py"))
-    command = [program, "--host", "127.0.0.1", "--port", str(port)]
-    command += ["--storage-path", str(tmp_path / "data"), "--log-level", "WARNING"]
     settings = fresh_settings.model_copy(
         update={
-            "mongodb": fresh_settings.mongodb.model_copy(update={"port": port}),
+            "mongodb": fresh_settings.mongodb.model_copy(update={"port": free_port()}),
+            "stack": fresh_settings.stack.model_copy(update={"home": tmp_path}),
             "twin": fresh_settings.twin.model_copy(update={"max_backoff": 1.0}),
         }
     )
+    # The server the stack runs (secantusd-rs when built), with the stack's flags.
+    mongodb = MongoWire(settings)
+    mongodb.prepare()
+    command = mongodb.command()
 
     def serving() -> bool:
         with clients.mongo_client(settings, serverSelectionTimeoutMS=500) as client:
