@@ -438,7 +438,13 @@ def main() -> None:
         sink.send(warm, 0, args.cars)
         sink.close(300)
         twins = clients.mongo_database(settings)[settings.twin.collection]
-        wait_for(lambda: twins.count_documents({}) >= args.cars, 600, "a twin per car", interval=2)
+        # Every twin with its warm-up reading and score, so no phase starts behind a backlog.
+        wait_for(
+            lambda: twins.count_documents({"anomaly.seq": {"$gte": 0}}) >= args.cars,
+            900,
+            "a scored twin per car",
+            interval=5,
+        )
         step = 0
         for rate in args.rates:
             print(f"rate {rate:,} readings/s ...", file=sys.stderr)
