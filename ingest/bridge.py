@@ -27,6 +27,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -106,8 +107,9 @@ class Pending:
         self.acks: list[tuple[int, int]] = []  # (generation, message id) of QoS-1 messages
         self.received_at: list[tuple[float, int]] = []  # (receive time, messages) per chunk
 
-    def delivered(self, err: KafkaError | None, msg: Message) -> None:
-        """librdkafka's delivery report (on the main thread, inside ``poll``)."""
+    def delivered(self, err: KafkaError | None, msg: Message, headers: Any = None) -> None:
+        """librdkafka's delivery report (on the main thread, inside ``poll``); ``headers``:
+        the message's own, which a delivery report does not carry back."""
         bridge = self.bridge
         if err is not None:
             if err.fatal():
@@ -116,7 +118,7 @@ class Pending:
             # Not confirmed, so not acked: the main loop produces it again.
             log.warning("kafka delivery failed; retrying", error=str(err))
             bridge.stats.retried += 1
-            topic, value, headers = msg.topic(), msg.value(), msg.headers()
+            topic, value = msg.topic(), msg.value()
             assert topic is not None and value is not None  # set on every produced message
             if err.code() == KafkaError.MSG_SIZE_TOO_LARGE and value:
                 # Only a dead letter can be this large (a topic with a smaller limit than
@@ -428,9 +430,10 @@ class Bridge:
         """Produce one message of ``pending`` (``again``: one whose delivery failed)."""
         while True:
             try:
-                self.producer.produce(
-                    topic, value, key, headers=headers, on_delivery=pending.delivered
+                report = (
+                    partial(pending.delivered, headers=headers) if headers else pending.delivered
                 )
+                self.producer.produce(topic, value, key, headers=headers, on_delivery=report)
                 pending.remaining += not again
                 return
             except BufferError:  # librdkafka's queue is full: serve callbacks, then retry

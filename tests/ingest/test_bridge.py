@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -583,3 +584,47 @@ def test_a_message_that_breaks_the_bridges_code_is_dead_lettered_as_poison(
     )
     assert errors == [("poison", "OverflowError"), ("poison", "ZeroDivisionError")]
     assert stats.received == stats.produced + stats.dead_lettered == 21
+
+
+def test_a_dead_letter_the_topic_refuses_as_too_large_goes_again_without_its_payload(
+    fresh_settings: Settings,
+) -> None:
+    """A dead-letter topic configured elsewhere with a small `max.message.bytes`: Kafka refuses
+    the dead letter; the bridge sends it again without its payload instead of holding on."""
+    from confluent_kafka.admin import NewTopic
+
+    from fleet.clients import kafka_admin
+
+    small = f"{fresh_settings.topics.dead_letters}.small"
+    admin = kafka_admin(fresh_settings)  # kept: the future needs its client alive
+    admin.create_topics([NewTopic(small, 1, 1, config={"max.message.bytes": "4096"})])[
+        small
+    ].result()
+    settings = fresh_settings.model_copy(
+        update={"topics": fresh_settings.topics.model_copy(update={"dead_letters": small})}
+    )
+    telemetry = TopicReader(settings, settings.topics.telemetry)
+    dead = TopicReader(settings, small)
+    publisher = Publisher(settings)
+    noise = base64.b64encode(os.urandom(22_500))  # 30 kB that compression cannot shrink
+    big = valid_payload()[:-1] + b',"pad":"' + noise + b'"}'  # oversized
+    try:
+        with Bridge(short_lived(settings), client_id=f"bridge-{uuid.uuid4().hex[:6]}") as bridge:
+            publisher.publish("vehicles/sensor/data/car1", big)
+            publisher.publish("vehicles/sensor/data/car2", valid_payload(seq=1))
+            publisher.wait_all(2)
+            telemetry.wait_count(1, timeout=10)
+            (letter,) = dead.wait_count(1)
+            wait_for(lambda: bridge.stats.in_flight == 0, 10, "nothing in flight")
+            stats = bridge.stats
+    finally:
+        publisher.close()
+        telemetry.close()
+        dead.close()
+    headers = header_dict(letter.headers())
+    assert letter.value() in (b"", None)
+    assert headers["reason"] == "oversized"
+    assert headers["payload_omitted"] == "too large for the topic"
+    assert headers["payload_bytes"] == str(len(big))
+    assert headers["payload_sha256"] == hashlib.sha256(big).hexdigest()
+    assert stats.received == stats.produced + stats.dead_lettered == 2
