@@ -62,3 +62,20 @@ def write_results(section: str, figures: dict[str, Any]) -> Path:
     data[section] = figures
     path.write_text(json.dumps(data, indent=1, default=float) + "\n")
     return path
+
+
+def promote_small_model(settings: Settings) -> str:
+    """Train a small autoencoder on simulated readings, register and promote it (what the
+    latency benchmarks score with). Returns its version."""
+    from ml import registry, simdata
+    from ml import train as training
+
+    with tempfile.TemporaryDirectory() as tmp:
+        config = training.TrainConfig(epochs=3, supervised=False, progress=False)
+        training.train(
+            simdata.simulated_columns(300, 30, seed=3, failure_rate=0.5), config, Path(tmp)
+        )
+        version = registry.new_version()
+        registry.upload(settings, Path(tmp), settings.ml.model_name, version)
+        registry.promote(settings, settings.ml.model_name, version)
+    return version

@@ -41,6 +41,7 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition  # noqa: E402
 
+from bench._ml_common import promote_small_model  # noqa: E402
 from bench.ingest_bench import cpu_seconds  # noqa: E402
 from fleet import clients  # noqa: E402
 from fleet.avro import twin_change_codec  # noqa: E402
@@ -100,21 +101,6 @@ def service_env(settings: Settings) -> dict[str, str]:
         "FLEET_INGEST_BRIDGE_SESSION_EXPIRY": "300",
         "FLEET_LOG_FORMAT": "json",
     }
-
-
-def promote_a_model(settings: Settings) -> str:
-    from ml import registry, simdata
-    from ml import train as training
-
-    with tempfile.TemporaryDirectory() as tmp:
-        config = training.TrainConfig(epochs=3, supervised=False, progress=False)
-        training.train(
-            simdata.simulated_columns(300, 30, seed=3, failure_rate=0.5), config, Path(tmp)
-        )
-        version = registry.new_version()
-        registry.upload(settings, Path(tmp), settings.ml.model_name, version)
-        registry.promote(settings, settings.ml.model_name, version)
-    return version
 
 
 class Changes(threading.Thread):
@@ -404,7 +390,7 @@ def main() -> None:
     try:
         settings = isolated(Settings())
         env = service_env(settings)
-        promote_a_model(settings)
+        promote_small_model(settings)
         running["bridges"] = subprocess.Popen(
             [
                 FLEET,

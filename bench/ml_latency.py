@@ -20,7 +20,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -31,15 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 
-from bench._ml_common import RESULTS, stack, write_results
+from bench._ml_common import RESULTS, promote_small_model, stack, write_results
 from fleet import clients
 from fleet.avro import twin_change_codec
 from fleet.settings import Settings
 from fleet.waiting import DeadlineExceeded, wait_for
 from ingest.fast_avro import BatchEncoder
 from ingest.simulator import FleetSimulator, SimulationConfig
-from ml import registry, simdata
-from ml import train as training
 
 POLL_INTERVAL = 0.1
 
@@ -147,16 +144,10 @@ def main() -> None:  # noqa: PLR0915
     interval = args.cars / args.rate
     steps = int((args.warmup + args.seconds) / interval)
 
-    with stack(("kafka", "gcs", "mongodb")) as base, tempfile.TemporaryDirectory() as tmp:
+    with stack(("kafka", "gcs", "mongodb")) as base:
         mongodb = base.mongodb.model_copy(update={"database": f"bench_{uuid.uuid4().hex[:8]}"})
         settings = base.model_copy(update={"mongodb": mongodb})
-        config = training.TrainConfig(epochs=3, supervised=False, progress=False)
-        training.train(
-            simdata.simulated_columns(300, 30, seed=3, failure_rate=0.5), config, Path(tmp)
-        )
-        version = registry.new_version()
-        registry.upload(settings, Path(tmp), settings.ml.model_name, version)
-        registry.promote(settings, settings.ml.model_name, version)
+        promote_small_model(settings)
 
         env = service_env(settings)
         fleet = str(Path(sys.executable).parent / "fleet")

@@ -13,7 +13,13 @@ from fleet import clients
 from fleet.contract import PHYSICAL_RANGES, SENSOR_TYPES
 from fleet.settings import Settings
 from fleet.waiting import wait_for
-from ingest.validation import reading_payload
+from ingest.validation import (
+    Reading,
+    Rejected,
+    load_json,
+    reading_payload,
+    validate_fields,
+)
 
 #: Test bridges' MQTT sessions outlive them only briefly: a dead session of another test's
 #: group would otherwise keep queueing every later test's readings on the shared broker.
@@ -141,3 +147,14 @@ def hostile_payloads() -> list[tuple[bytes, str]]:
         # UTF-16 with a byte-order mark (was accepted).
         ("\ufeff".encode("utf-16-le") + valid.decode().encode("utf-16-le"), "not_json"),
     ]
+
+
+def named_reason_path(payload: bytes) -> Reading | Rejected:
+    """The reference the fast path is held to: the standard library's parser under the
+    contract's JSON rules, and the per-field checks, nothing else."""
+    data = load_json(payload)
+    if isinstance(data, Rejected):
+        return data
+    if not isinstance(data, dict):
+        return Rejected("not_object", "")
+    return validate_fields(data)

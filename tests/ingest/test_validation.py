@@ -20,6 +20,7 @@ from ingest.validation import (
     to_record,
     validate_message,
 )
+from tests.ingest.helpers import named_reason_path as slow_path
 from tests.ingest.helpers import valid_payload, valid_sensors
 
 DATA = Path(__file__).parent.parent / "data"
@@ -166,19 +167,6 @@ def test_bad_csv_rows_and_headers() -> None:
     assert reason(parse_row(index, [*good[:2], "nan", *good[3:]])) == "not_finite"
     with pytest.raises(BadHeader, match="speed"):
         column_index(["time", "car", "coolant_temp"])
-
-
-def slow_path(payload: bytes) -> Reading | Rejected:
-    """The reference: the standard library's parser under the contract's JSON rules, and the
-    per-field checks, nothing else."""
-    from ingest.validation import load_json, validate_fields
-
-    data = load_json(payload)
-    if isinstance(data, Rejected):
-        return data
-    if not isinstance(data, dict):
-        return Rejected("not_object", "")
-    return validate_fields(data)
 
 
 def mutations() -> list[bytes]:

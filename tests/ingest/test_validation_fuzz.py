@@ -17,12 +17,10 @@ from ingest.validation import (
     Reading,
     Rejected,
     decode_valid,
-    load_json,
     parse_payload,
-    validate_fields,
     validate_message,
 )
-from tests.ingest.helpers import valid_payload, valid_sensors
+from tests.ingest.helpers import named_reason_path, valid_payload, valid_sensors
 
 MAX_BYTES = 16_384
 VALID = valid_payload(3)
@@ -38,15 +36,6 @@ def bridge_decode(payload: bytes) -> Reading | Rejected:
     if wire is not None:
         return Reading(dict(zip(SENSORS, wire.sensors, strict=True)), *wire[1:])
     return parse_payload(payload, MAX_BYTES)
-
-
-def named_reason_path(payload: bytes) -> Reading | Rejected:
-    data = load_json(payload)
-    if isinstance(data, Rejected):
-        return data
-    if not isinstance(data, dict):
-        return Rejected("not_object", "")
-    return validate_fields(data)
 
 
 def check_total(payload: bytes) -> None:
