@@ -235,9 +235,14 @@ def _fold_command(twin: Twin, record: Mapping[str, Any], result: FoldResult) -> 
         twin["counters"]["events_applied"] += 1
 
 
+#: Parts a twin had when it carried its own history: dropped on its next write.
+LEGACY_PARTS = ("history", "anomaly_history")
+
+
 def copy_for_update(twin: Twin) -> Twin:
-    """A copy deep enough that folding never mutates the caller's document."""
-    copy = dict(twin)
+    """A copy deep enough that folding never mutates the caller's document (and without the
+    parts twins no longer have, so an existing fleet slims down as its cars report)."""
+    copy = {key: value for key, value in twin.items() if key not in LEGACY_PARTS}
     copy["counters"] = dict(twin["counters"])
     copy["health"] = dict(twin["health"])
     copy["positions"] = [dict(p) for p in twin["positions"]]

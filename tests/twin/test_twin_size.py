@@ -84,3 +84,14 @@ def test_the_worst_case_twin_fits_in_6_kb() -> None:
 
 def test_a_twin_does_not_grow_with_the_readings_it_has_seen() -> None:
     assert len(bson.encode(worst_case_twin(40))) == len(bson.encode(worst_case_twin(400)))
+
+
+def test_a_twin_written_before_the_history_moved_out_slims_down_on_its_next_event() -> None:
+    old = worst_case_twin(3)
+    old["history"] = [{"seq": s, "speed": 1.0} for s in range(50)]
+    old["anomaly_history"] = [{"seq": s, "score": 0.1} for s in range(50)]
+    later = Envelope("fleet.telemetry.v1", 0, 10_000, "telemetry", reading(CAR, 10_000))
+    twin = fold(old, CAR, [later]).twin
+    assert twin is not None
+    assert "history" not in twin and "anomaly_history" not in twin
+    assert "history" in old  # the caller's document is untouched
