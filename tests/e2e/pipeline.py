@@ -422,6 +422,7 @@ class Tail(Generic[T]):
         self, settings: Settings, topic: str, partitions: int, read: Callable[[Message], T]
     ) -> None:
         self.read = read
+        self.topic = topic
         self.items: list[T] = []
         self.consumer = clients.kafka_consumer(settings, f"tail-{uuid.uuid4().hex[:8]}")
         self.consumer.assign(
@@ -439,6 +440,13 @@ class Tail(Generic[T]):
                     raise RuntimeError(str(error))
             if len(messages) < 5000:
                 return self.items
+
+    def reached(self, ends: dict[int, int]) -> bool:
+        """Whether this reader has read every partition up to ``ends`` (after a broker restart
+        its client may still be reconnecting while the platform has long caught up)."""
+        self.poll()
+        wanted = [TopicPartition(self.topic, p) for p, end in ends.items() if end > 0]
+        return all(tp.offset >= ends[tp.partition] for tp in self.consumer.position(wanted))
 
     def close(self) -> None:
         self.consumer.close()
@@ -652,6 +660,10 @@ class Ledger:
         wait_for(
             self.pipeline_caught_up, timeout, "twins, lake and scorer to catch up", interval=0.3
         )
+        for tail in (self.telemetry, self.scores, self.letters):
+            ends = self.offsets.ends(tail.topic)
+            what = f"this test's reader at the end of {tail.topic}"
+            wait_for(lambda tail=tail, ends=ends: tail.reached(ends), timeout, what)
 
     def reconcile(self, cars: Cars, gateway: Gateway | None, model_version: str | None) -> Counts:
         """Counts at a quiet moment, and every way they fail to reconcile (``problems``)."""
