@@ -28,7 +28,7 @@ import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from pymongo import ASCENDING, UpdateOne
 from pymongo.collection import Collection
 from pymongo.database import Database
@@ -158,9 +158,17 @@ class HistoryProjector:
         )
         for where, end in ends.items():
             self.next[where] = max(self.next.get(where, 0), end)
-        consumer.commit(
-            offsets=[TopicPartition(t, p, o) for (t, p), o in ends.items()], asynchronous=False
-        )
+        try:
+            consumer.commit(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in ends.items()],
+                asynchronous=False,
+            )
+        except KafkaException as exc:
+            # The positions are recorded with the documents: a lost commit only costs a
+            # redelivery, which they skip. Never crash for it (Kafka away, a rebalance).
+            log.warning(
+                "commit failed; these events will be redelivered and skipped", error=str(exc)
+            )
 
     def documents(self, messages: Iterable[Raw]) -> Iterable[Document]:
         for message in messages:
