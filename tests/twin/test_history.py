@@ -13,14 +13,11 @@ from typing import Any
 import pytest
 
 from fleet import clients
-from fleet.service import Shutdown
 from fleet.settings import Settings
 from fleet.waiting import wait_for
-from tests.threads import running_in_thread
 from tests.twin.factories import T0, reading, score
-from tests.twin.kafka_helpers import FAST_GROUP, cli_env, produce, with_twin
+from tests.twin.kafka_helpers import cli_env, produce, running_history, with_twin
 from twin.history import (
-    HistoryProjector,
     car_history,
     ensure_collections,
     positions_collection,
@@ -70,13 +67,6 @@ def recorded(settings: Settings) -> int:
     )
 
 
-def running(settings: Settings) -> Any:
-    shutdown = Shutdown()
-    return running_in_thread(
-        "history", HistoryProjector(settings, shutdown, **FAST_GROUP).run, shutdown
-    )
-
-
 @pytest.mark.integration
 def test_readings_and_scores_land_once_each_and_read_back_per_car_in_order(
     keep_all: Settings,
@@ -85,7 +75,7 @@ def test_readings_and_scores_land_once_each_and_read_back_per_car_in_order(
     scores = [score(f"car{i % 5}", seq=i // 5, value=0.1 + (i % 2)) for i in range(100)]
     produce(keep_all, readings)
     produce(keep_all, scores)
-    with running(keep_all):
+    with running_history(keep_all):
         wait_for(lambda: history(keep_all).count_documents({}) >= 600, 60, "600 events")
         # A batch delivered again (as after a failed commit) adds nothing.
         produce(keep_all, readings[:10])
@@ -129,7 +119,7 @@ def test_what_a_crashed_insert_left_is_removed_before_its_events_come_again(
         for offset, r in enumerate(readings[:120])
     ]
     database[name].insert_many(orphaned)
-    with running(keep_all):
+    with running_history(keep_all):
         wait_for(lambda: history(keep_all).count_documents({}) >= 300, 60, "300 events")
     found = positions(keep_all)
     assert len(found) == len(set(found)) == 300
@@ -196,7 +186,7 @@ def test_fleet_twin_history_prints_a_cars_recent_readings(
             for i in range(20)
         ],
     )
-    with running(fresh_settings):
+    with running_history(fresh_settings):
         wait_for(lambda: history(fresh_settings).count_documents({}) >= 20, 60, "20 readings")
     env = cli_env(stack_env, fresh_settings)
     result = subprocess.run(
