@@ -4,8 +4,10 @@ instead of polling MongoDB.
 One event per twin write (the projector writes each car once per batch): the twin's new
 ``revision``, the changed ``paths`` and their new ``values`` (JSON). Paths are per property for
 the property maps (``reported.speed``, ``desired.firmware``, ``delta.firmware``) and whole
-parts otherwise (``health``, ``anomaly``, ``desired_version``, ``command_log``, ``last_seen``,
-...); bookkeeping (counters, positions, history) is left out.
+parts otherwise (``health``, ``anomaly``, ``desired_version``, ``last_seen``, ...); bookkeeping
+(counters, positions, reading and command identities) is left out. A write that folded commands
+also carries their outcomes (path ``commands``: a list, applied or refused with the reason);
+they are not twin state, so a consumer's copy of the twin does not keep them.
 
 Exactly-once in effect, at-least-once delivery:
 - The projector produces a batch's change events after its MongoDB write and waits for Kafka to
@@ -40,13 +42,14 @@ PER_PROPERTY = ("reported", "desired", "delta")
 #: Parts diffed as a whole: path = part.
 WHOLE = (
     "desired_version",
-    "command_log",
     "health",
     "anomaly",
     "last_reading",
     "first_seen",
     "last_seen",
 )
+#: Paths an event carries that are not parts of the twin: this write's command outcomes.
+EVENT_ONLY = ("commands",)
 _MISSING = object()
 
 
@@ -59,6 +62,7 @@ class Written:
     before: Twin | None
     after: Twin
     replayed: bool
+    commands: tuple[dict[str, Any], ...] = ()  # outcomes of the commands this write folded
 
 
 def paths_of(twin: Mapping[str, Any]) -> dict[str, Any]:
@@ -102,6 +106,10 @@ def to_json(values: Mapping[str, Any]) -> str:
 def change_event(written: Written, now_ms: int) -> dict[str, Any]:
     """The twin-change event of one write (a snapshot after a redelivery)."""
     values = paths_of(written.after) if written.replayed else diff(written.before, written.after)
+    if written.commands:
+        values["commands"] = [
+            {k: v for k, v in outcome.items() if k != "_id"} for outcome in written.commands
+        ]
     return {
         "car_id": written.car_id,
         "revision": int(written.after["revision"]),
@@ -131,6 +139,8 @@ class ChangeView:
             self.values[car] = {}  # everything that exists is in it
         view = self.values.setdefault(car, {})
         for path, value in json.loads(event["values"]).items():
+            if path in EVENT_ONLY:
+                continue
             if value is None:
                 view.pop(path, None)
             else:

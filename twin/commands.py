@@ -3,8 +3,8 @@
 The CLI checks what it can before producing anything, so a bad request is refused with one
 clear line and nothing is half-applied: an unknown property or a wrong type, an unknown car
 (no twin), a stale ``--expect-version``. The projector checks the version again when it applies
-the command (another writer may have been faster) and logs a refusal on the twin, which
-``wait_for_outcomes`` reads back.
+the command (another writer may have been faster) and records every outcome, a refusal with
+its reason, in `command_outcomes`, which ``outcomes`` reads back.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from fleet import clients
 from fleet.avro import command_codec
 from fleet.contract import DESIRED_PROPERTIES
 from fleet.settings import Settings
+from twin import store
 from twin.desired import check_value
 from twin.fold import Twin
 
@@ -133,18 +134,18 @@ def send(settings: Settings, commands: Sequence[Command], timeout: float = 30.0)
 
 
 def outcomes(twins: Collection[Twin], commands: Sequence[Command]) -> dict[str, dict[str, Any]]:
-    """The outcomes logged so far on the twins, by command id."""
-    wanted = {c["command_id"] for c in commands}
+    """The outcomes the projector recorded so far (twin/store.py `command_outcomes`), by
+    command id."""
+    wanted = sorted({c["command_id"] for c in commands})
     rollout_ids = {c["rollout_id"] for c in commands}
     if len(rollout_ids) == 1 and None not in rollout_ids:  # a rollout: one query, not one per car
-        queries = [{"command_log.rollout_id": rollout_ids.pop()}]
+        queries = [{"rollout_id": rollout_ids.pop()}]
     else:
-        cars = sorted({c["car_id"] for c in commands})
-        queries = [{"_id": {"$in": cars[i : i + 100]}} for i in range(0, len(cars), 100)]
+        queries = [{"_id": {"$in": wanted[i : i + 100]}} for i in range(0, len(wanted), 100)]
     found: dict[str, dict[str, Any]] = {}
+    chosen = set(wanted)
     for query in queries:
-        for twin in twins.find(query, {"command_log": 1}):
-            for entry in twin.get("command_log", []):
-                if entry["command_id"] in wanted:
-                    found[entry["command_id"]] = entry
+        for entry in store.outcomes_collection(twins).find(query):
+            if entry["command_id"] in chosen:
+                found[entry["command_id"]] = entry
     return found

@@ -5,7 +5,11 @@ A twin that received a command has these parts (see README, "Desired state"):
     desired: {firmware: {value: 2000, time, version: 3, command_id, rollout_id}}
     desired_version: 3      # +1 per accepted command: the optimistic-concurrency token
     delta: {firmware: {desired: 2000, reported: 1000, since}}   # {} once the car reports it
-    command_log: [{command_id, property, value, outcome: applied|refused, reason, ...}]
+    recent_commands: b"..."  # digests of the last commands folded, to drop a repeated one
+
+Each command's outcome (`applied` or `refused`, with the reason) is not twin state: the fold
+returns it, and the projector writes it to the `command_outcomes` collection (one document
+per command, twin/store.py) and puts it in the write's twin-change event.
 
 Everything here depends only on the commands (one topic, keyed by car id, so one ordered
 partition per car) and on the reported values, never on how the projector interleaved topics or
@@ -16,6 +20,7 @@ reading is folded before or after a command depends on that interleaving.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -24,12 +29,27 @@ from fleet.contract import DESIRED_PROPERTIES, PHYSICAL_RANGES, SENSOR_TYPES
 from twin.events import ms_to_datetime
 
 Twin = dict[str, Any]
-Outcome = Literal["applied", "refused", "duplicate"]
 Status = Literal["done", "pending", "failed"]
 
-#: Command outcomes kept on each twin (newest last): a twin is state; the commands themselves
-#: stay in their Kafka topic.
-COMMAND_LOG_SIZE = 3
+#: Commands whose identity a twin remembers (newest last), so that the same command produced
+#: twice (a retried `fleet twin set`) applies once. The commands stay in their Kafka topic,
+#: their outcomes in `command_outcomes`.
+COMMANDS_REMEMBERED = 8
+DIGEST_BYTES = 8  # a command id's digest: 8 bytes instead of a 32-character id
+
+
+def command_digest(command_id: str) -> bytes:
+    return hashlib.blake2b(command_id.encode(), digest_size=DIGEST_BYTES).digest()
+
+
+def remembers(twin: Mapping[str, Any], digest: bytes) -> bool:
+    packed = twin.get("recent_commands") or b""
+    return any(packed[i : i + DIGEST_BYTES] == digest for i in range(0, len(packed), DIGEST_BYTES))
+
+
+def remember(twin: Twin, digest: bytes) -> None:
+    packed = bytes(twin.get("recent_commands") or b"") + digest
+    twin["recent_commands"] = packed[-COMMANDS_REMEMBERED * DIGEST_BYTES :]
 
 
 def property_type(name: str) -> type:
@@ -74,14 +94,16 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     return name, value
 
 
-def fold_command(twin: Twin, record: Mapping[str, Any]) -> Outcome:
+def fold_command(twin: Twin, record: Mapping[str, Any]) -> dict[str, Any] | None:
     """Apply one command event to ``twin`` (the fold's own copy; nested parts are copied here
-    before they change). A stale ``expected_version`` or an invalid value is refused: nothing
-    of the command is applied, and the refusal is logged on the twin."""
+    before they change) and return its outcome, or None when the twin already folded this
+    command (the same command produced twice). A stale ``expected_version`` or an invalid
+    value is refused: nothing of the command is applied; the outcome says why."""
     command_id = str(record["command_id"])
-    log: list[dict[str, Any]] = list(twin.get("command_log", []))
-    if any(entry["command_id"] == command_id for entry in log):
-        return "duplicate"  # the same command produced twice (e.g. a retried `fleet twin set`)
+    digest = command_digest(command_id)
+    if remembers(twin, digest):
+        return None
+    remember(twin, digest)
     name, value = str(record["property"]), record["value"]
     version = int(twin.get("desired_version", 0))
     expected = record.get("expected_version")
@@ -101,22 +123,20 @@ def fold_command(twin: Twin, record: Mapping[str, Any]) -> Outcome:
         }
     twin["desired"] = desired
     twin["desired_version"] = version
-    log.append(
-        {
-            "command_id": command_id,
-            "property": name,
-            "value": value,
-            "expected_version": expected,
-            "outcome": "refused" if reason else "applied",
-            "reason": reason,
-            "version": version,
-            "issued_at": issued_at,
-            "issuer": str(record["issuer"]),
-            "rollout_id": record.get("rollout_id"),
-        }
-    )
-    twin["command_log"] = log[-COMMAND_LOG_SIZE:]
-    return "refused" if reason else "applied"
+    return {
+        "_id": command_id,  # one outcome per command: rewriting it is harmless
+        "command_id": command_id,
+        "car_id": str(twin["_id"]),
+        "property": name,
+        "value": value,
+        "expected_version": expected,
+        "outcome": "refused" if reason else "applied",
+        "reason": reason,
+        "version": version,
+        "issued_at": issued_at,
+        "issuer": str(record["issuer"]),
+        "rollout_id": record.get("rollout_id"),
+    }
 
 
 def delta_of(twin: Mapping[str, Any]) -> dict[str, Any]:

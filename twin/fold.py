@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -83,6 +83,8 @@ class FoldResult:
     redelivered: int = 0  # events already recorded on the twin
     late: int = 0
     duplicates: int = 0
+    #: The outcome of each command folded (twin/desired.py): not twin state, written apart.
+    commands: list[dict[str, Any]] = field(default_factory=list)
 
 
 def previous_reading(twin: Twin) -> dict[str, Any] | None:
@@ -100,7 +102,7 @@ def _apply_health(
     twin: Twin, reading: Mapping[str, Any], previous: Mapping[str, Any] | None, at: datetime
 ) -> None:
     verdicts = health.evaluate(reading, previous)
-    active = {c["key"]: c for c in twin["health"]["conditions"]}
+    active = {condition_key(c): c for c in twin["health"]["conditions"]}
     conditions = []
     for rule in health.RULES:
         verdict = verdicts[rule.key]
@@ -117,7 +119,6 @@ def condition(rule: health.Rule, reading: Mapping[str, Any], since: datetime) ->
     """A condition raised by ``reading`` (its evidence), holding since ``since``."""
     evidence = {s: reading[s] for s in rule.evidence}
     return {
-        "key": rule.key,
         "name": rule.name,
         "wheel": rule.wheel,
         "since": since,
@@ -125,13 +126,21 @@ def condition(rule: health.Rule, reading: Mapping[str, Any], since: datetime) ->
     }
 
 
+def condition_key(condition: Mapping[str, Any]) -> str:
+    """Which rule raised a condition: its name, and its wheel for a per-wheel rule (e.g.
+    `tire_pressure_low_1_1`, health.Rule.key). Not stored: the two fields say it."""
+    wheel = condition.get("wheel")
+    return f"{condition['name']}_{wheel}" if wheel else str(condition["name"])
+
+
 def health_part(conditions: list[dict[str, Any]]) -> dict[str, Any]:
     return {"status": "attention" if conditions else "ok", "conditions": conditions}
 
 
-def reported_part(reading: Mapping[str, Any], at: datetime) -> dict[str, Any]:
-    """The twin's `reported` part: every sensor of its newest reading, taken at ``at``."""
-    return {s: {"value": reading[s], "time": at} for s in SENSORS}
+def reported_part(reading: Mapping[str, Any]) -> dict[str, Any]:
+    """The twin's `reported` part: every sensor of its newest reading. Every reading carries
+    every sensor, so their one time is the reading's (`last_reading.event_time`)."""
+    return {s: {"value": reading[s]} for s in SENSORS}
 
 
 @dataclass
@@ -140,7 +149,6 @@ class _Newest:
     with it, and `reported` is written from it once, when the call ends."""
 
     record: Mapping[str, Any] | None = None
-    at: datetime | None = None
 
 
 def _fold_reading(
@@ -170,7 +178,7 @@ def _fold_reading(
             recent.insert(index, key)
     else:
         previous = newest.record if newest.record is not None else previous_reading(twin)
-        newest.record, newest.at = record, at
+        newest.record = record
         twin["last_reading"] = {"event_time": at, "seq": key[1]}
         _apply_health(twin, record, previous, at)
         recent.append(key)
@@ -227,16 +235,19 @@ def _fold_score(twin: Twin, record: Mapping[str, Any], result: FoldResult) -> No
 
 
 def _fold_command(twin: Twin, record: Mapping[str, Any], result: FoldResult) -> None:
-    """A command changes `desired` (see twin/desired.py), or is refused and logged there."""
-    if desired.fold_command(twin, record) == "duplicate":
+    """A command changes `desired` (see twin/desired.py), or is refused; either way its
+    outcome goes with the result."""
+    outcome = desired.fold_command(twin, record)
+    if outcome is None:
         twin["counters"]["duplicates_skipped"] += 1
         result.duplicates += 1
     else:
+        result.commands.append(outcome)
         twin["counters"]["events_applied"] += 1
 
 
-#: Parts a twin had when it carried its own history: dropped on its next write.
-LEGACY_PARTS = ("history", "anomaly_history")
+#: Parts a twin had when it carried its own history and command log: dropped on its next write.
+LEGACY_PARTS = ("history", "anomaly_history", "command_log")
 
 
 def copy_for_update(twin: Twin) -> Twin:
@@ -278,8 +289,7 @@ def fold(
     if result.applied == 0:
         return result
     if newest.record is not None:
-        assert newest.at is not None  # set with the record
-        twin["reported"] = reported_part(newest.record, newest.at)
+        twin["reported"] = reported_part(newest.record)
     desired.refresh_delta(twin)  # desired vs reported, after every event of the batch
     twin["positions"] = [
         {"topic": topic, "partition": partition, "offset": offset}

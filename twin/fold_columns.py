@@ -25,6 +25,7 @@ from twin.fold import (
     Twin,
     anomaly_part,
     condition,
+    condition_key,
     copy_for_update,
     fold,
     health_part,
@@ -146,7 +147,7 @@ def _fold_readings(twin: Twin, chunk: Chunk, rows: Rows, window: int) -> None:
     twin["recent_readings"] = pack_keys(recent[-window:] if window > 0 else [])
     first, last = (ms_to_datetime(int(columns["event_time"][rows[i]])) for i in (0, -1))
     twin["last_reading"] = {"event_time": last, "seq": int(columns["seq"][rows[-1]])}
-    twin["reported"] = reported_part(_sensors(chunk, int(rows[-1])), last)
+    twin["reported"] = reported_part(_sensors(chunk, int(rows[-1])))
     counters = twin["counters"]
     counters["readings_applied"] += len(rows)
     counters["events_applied"] += len(rows)
@@ -179,7 +180,7 @@ def _fold_health(twin: Twin, chunk: Chunk, rows: Rows) -> None:
     onsets = ((verdicts == health.HOLDS) & (index > last_clear)).argmax(axis=0).tolist()
     final = verdicts[np.maximum(last_known, 0), np.arange(len(health.RULES))].tolist()
     cleared = (last_clear >= 0).tolist()
-    active = {c["key"]: c for c in twin["health"]["conditions"]}
+    active = {condition_key(c): c for c in twin["health"]["conditions"]}
     conditions = []
     for j, rule in enumerate(health.RULES):
         held = active.get(rule.key)

@@ -191,10 +191,13 @@ def apply_batch(
         current = store.load(collection, pending, cache)
         changes: dict[str, tuple[Twin | None, Twin]] = {}
         replayed: set[str] = set()
+        commands: dict[str, list[dict[str, Any]]] = {}
         round_stats = Applied()
         for car_id, events in pending.items():
             before = current.get(car_id)
             result = fold_events(before, car_id, events, dedupe_window)
+            if result.commands:
+                commands[car_id] = result.commands
             round_stats.redelivered += result.redelivered
             if result.redelivered:
                 replayed.add(car_id)
@@ -205,11 +208,14 @@ def apply_batch(
                 round_stats.events += result.applied
                 round_stats.late += result.late
                 round_stats.duplicates += result.duplicates
+        # Outcomes first: if the twin write is lost (a crash, a race), the commands are folded
+        # again from the same state and give the same outcomes, written again harmlessly.
+        store.write_outcomes(collection, [o for found in commands.values() for o in found])
         lost = store.write(collection, changes, transaction)
         round_stats.cars_written = len(changes)
         if lost == 0:
             total += round_stats
-            _report(written, changes, replayed, set())
+            _report(written, changes, replayed, set(), commands)
             _remember(cache, changes, set())
             return total
         # Some writes lost a race and the bulk result does not say which: look, and fold the
@@ -229,7 +235,7 @@ def apply_batch(
             round_stats.duplicates -= result.duplicates
             round_stats.redelivered -= result.redelivered
         total += round_stats
-        _report(written, changes, replayed, losers)
+        _report(written, changes, replayed, losers, commands)
         _remember(cache, changes, losers)
         pending = {car_id: pending[car_id] for car_id in losers}
         if not pending:
@@ -254,9 +260,18 @@ def _report(
     changes: dict[str, tuple[Twin | None, Twin]],
     replayed: set[str],
     losers: set[str],
+    commands: Mapping[str, list[dict[str, Any]]],
 ) -> None:
     if written is None:
         return
     for car_id, (before, after) in changes.items():
         if car_id not in losers:
-            written.append(Written(car_id, before, after, replayed=car_id in replayed))
+            written.append(
+                Written(
+                    car_id,
+                    before,
+                    after,
+                    replayed=car_id in replayed,
+                    commands=tuple(commands.get(car_id, ())),
+                )
+            )

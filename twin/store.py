@@ -42,6 +42,28 @@ INDEXES = [
 ]
 
 
+#: Command outcomes, one document per command (`_id` = its command id): the projector writes
+#: each command's outcome here as it folds it (twin/desired.py). A twin keeps no command log.
+OUTCOMES = "command_outcomes"
+OUTCOME_INDEXES = [
+    IndexModel([("rollout_id", ASCENDING)], name="rollout", sparse=True),
+    IndexModel([("car_id", ASCENDING), ("issued_at", DESCENDING)], name="car_issued"),
+]
+
+
+def outcomes_collection(twins: Collection[Twin]) -> Collection[dict[str, Any]]:
+    """The command outcomes beside a twins collection (same database, one for every twins
+    collection of it: an outcome depends only on the commands, so a rebuild writes the same)."""
+    return twins.database.get_collection(OUTCOMES, codec_options=twins.codec_options)
+
+
+def write_outcomes(twins: Collection[Twin], outcomes: list[dict[str, Any]]) -> None:
+    """Record command outcomes (idempotent: a redelivered command's outcome is the same)."""
+    if outcomes:
+        operations = [ReplaceOne({"_id": o["_id"]}, o, upsert=True) for o in outcomes]
+        outcomes_collection(twins).bulk_write(operations, ordered=False)
+
+
 def twins_collection(database: Database[Any], name: str) -> Collection[Twin]:
     """The collection with timezone-aware UTC datetimes, as the fold compares them."""
     return database.get_collection(name, codec_options=CodecOptions(tz_aware=True, tzinfo=UTC))
@@ -49,6 +71,7 @@ def twins_collection(database: Database[Any], name: str) -> Collection[Twin]:
 
 def ensure_indexes(collection: Collection[Twin]) -> None:
     collection.create_indexes(INDEXES)
+    outcomes_collection(collection).create_indexes(OUTCOME_INDEXES)
 
 
 #: Ids per `$in` query: SecantusDB's `$in` slows down more than linearly with the list's length

@@ -36,8 +36,10 @@ def stamp(value: datetime | None) -> str:
 
 
 def reported_rows(twin: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every sensor's latest value with its unit and the event time of its reading."""
+    """Every sensor's latest value with its unit and the event time of its reading (one
+    reading carries every sensor; twins written before that kept a time per sensor)."""
     reported = twin.get("reported") or {}
+    at = (twin.get("last_reading") or {}).get("event_time")
     rows = []
     for sensor in SENSORS:
         entry = reported.get(sensor)
@@ -48,7 +50,7 @@ def reported_rows(twin: dict[str, Any]) -> list[dict[str, Any]]:
                 "sensor": sensor,
                 "value": entry.get("value"),
                 "unit": UNITS.get(sensor, ""),
-                "reading time": stamp(entry.get("time")),
+                "reading time": stamp(entry.get("time", at)),
             }
         )
     return rows

@@ -103,6 +103,7 @@ def list_(  # noqa: PLR0917 (typer options)
 ) -> None:
     """Twins matching all the given filters."""
     from twin import queries
+    from twin.fold import condition_key
     from twin.health import CONDITION_NAMES
 
     if condition is not None and condition not in CONDITION_NAMES:
@@ -130,7 +131,8 @@ def list_(  # noqa: PLR0917 (typer options)
         table.add_row(
             row["_id"],
             _age(row.get("last_seen")),
-            ", ".join(c["key"] for c in row["health"]["conditions"]) or row["health"]["status"],
+            ", ".join(condition_key(c) for c in row["health"]["conditions"])
+            or row["health"]["status"],
             f"{anomaly['score']:.3f}{' !' if anomaly['is_anomaly'] else ''}" if anomaly else "",
             str(firmware_value),
             str(row["counters"]["events_applied"]),

@@ -6,7 +6,7 @@ import json
 
 from fleet.avro import twin_change_codec
 from tests.commands.factories import cmd
-from tests.commands.test_desired import fold_all
+from tests.commands.test_desired import fold_all, fold_with_outcomes
 from tests.twin.factories import reading
 from twin.changes import ChangeView, Written, change_event, comparable_paths, diff
 from twin.command_service import car_message
@@ -14,17 +14,20 @@ from twin.command_service import car_message
 
 def test_a_change_lists_only_what_changed_with_the_new_values() -> None:
     before = fold_all([reading(seq=0, control_unit_firmware=1000)])
-    after = fold_all([cmd(value=2000)], before, start=1)
-    event = change_event(Written("car1", before, after, replayed=False), now_ms=5)
+    after, outcomes = fold_with_outcomes([cmd(value=2000)], before, start=1)
+    written = Written("car1", before, after, replayed=False, commands=tuple(outcomes))
+    event = change_event(written, now_ms=5)
     assert event["revision"] == after["revision"]
     assert event["paths"] == [
-        "command_log",
+        "commands",
         "delta.firmware",
         "desired.firmware",
         "desired_version",
     ]
     values = json.loads(event["values"])
     assert values["desired.firmware"]["value"] == 2000
+    (outcome,) = values["commands"]  # what the write decided, though not twin state
+    assert outcome["outcome"] == "applied" and outcome["version"] == 1
     assert values["delta.firmware"] == {
         "desired": 2000,
         "reported": 1000,
@@ -44,12 +47,13 @@ def test_a_removed_delta_is_a_null_value() -> None:
 
 def test_a_follower_drops_duplicates_and_reproduces_the_twin() -> None:
     t1 = fold_all([reading(seq=0, control_unit_firmware=1000)])
-    t2 = fold_all([cmd(value=2000)], t1, start=1)
+    t2, outcomes = fold_with_outcomes([cmd(value=2000)], t1, start=1)
     t3 = fold_all([reading(seq=1, control_unit_firmware=2000)], t2, start=2)
+    with_outcomes = Written("car1", t1, t2, False, commands=tuple(outcomes))
     events = [
         change_event(Written("car1", None, t1, False), 1),
-        change_event(Written("car1", t1, t2, False), 2),
-        change_event(Written("car1", t1, t2, False), 2),  # produced again after a crash
+        change_event(with_outcomes, 2),
+        change_event(with_outcomes, 2),  # produced again after a crash
         change_event(Written("car1", t2, t3, False), 3),
     ]
     view = ChangeView()

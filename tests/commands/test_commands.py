@@ -58,7 +58,7 @@ def test_a_stale_version_is_refused_by_the_cli_and_by_the_projector(
         assert topic_total(settings, settings.topics.commands) == 1
 
         # A writer that read version 0 before the first command was applied: the projector
-        # refuses it when it applies it, and logs why on the twin.
+        # refuses it when it applies it, and records why beside the twins (`command_outcomes`).
         late = commands.command("car1", "firmware", 3000, expected_version=0)
         commands.send(settings, [late])
         found = wait_for(lambda: commands.outcomes(twins, [late]), 30, "the projector's verdict")
@@ -74,8 +74,8 @@ def test_a_stale_version_is_refused_by_the_cli_and_by_the_projector(
     changes = read_all(settings, settings.topics.twin_changes, twin_change_codec())
     last = max(changes, key=lambda c: c["revision"])
     assert last["revision"] == twin["revision"]
-    assert last["paths"] == ["command_log"]
-    assert json.loads(last["values"])["command_log"][-1]["reason"] == entry["reason"]
+    assert last["paths"] == ["commands"]  # nothing of the twin's state changed
+    assert json.loads(last["values"])["commands"][-1]["reason"] == entry["reason"]
 
 
 def test_bad_requests_are_refused_with_one_line_and_nothing_is_sent(

@@ -10,7 +10,7 @@ import pytest
 from fleet.avro import command_codec
 from tests.commands.factories import cmd
 from tests.twin.factories import T0, reading
-from twin.desired import parse_assignment, rollout_status
+from twin.desired import COMMANDS_REMEMBERED, DIGEST_BYTES, parse_assignment, rollout_status
 from twin.events import Envelope, ms_to_datetime
 from twin.fold import Twin, fold
 
@@ -27,19 +27,26 @@ def as_events(items: list[dict], start: int = 0) -> list[Envelope]:
 
 
 def fold_all(items: list[dict], current: Twin | None = None, start: int = 0) -> Twin:
+    return fold_with_outcomes(items, current, start)[0]
+
+
+def fold_with_outcomes(
+    items: list[dict], current: Twin | None = None, start: int = 0
+) -> tuple[Twin, list[dict]]:
+    """The twin, and the outcomes of the commands folded (written beside the twins)."""
     result = fold(current, "car1", as_events(items, start))
     assert result.twin is not None
-    return result.twin
+    return result.twin, result.commands
 
 
 def test_a_command_sets_desired_and_the_delta_until_the_car_reports_it() -> None:
-    twin = fold_all([reading(seq=0, control_unit_firmware=1000), cmd(value=2000)])
+    twin = fold_all([reading(seq=0, control_unit_firmware=1000), cmd(value=2000, command_id="c1")])
     assert twin["desired"] == {
         "firmware": {
             "value": 2000,
             "time": ms_to_datetime(T0),
             "version": 1,
-            "command_id": twin["command_log"][0]["command_id"],
+            "command_id": "c1",
             "rollout_id": None,
         }
     }
@@ -55,11 +62,11 @@ def test_a_command_sets_desired_and_the_delta_until_the_car_reports_it() -> None
 def test_a_stale_expected_version_is_refused_and_logged_nothing_applied() -> None:
     twin = fold_all([reading(seq=0, control_unit_firmware=1000), cmd(value=2000)])
     stale = cmd(value=3000, expected_version=0, command_id="late-writer")
-    after = fold_all([stale], twin, start=5)
+    after, (entry,) = fold_with_outcomes([stale], twin, start=5)
     assert after["desired"] == twin["desired"]
     assert after["desired_version"] == 1
-    entry = after["command_log"][-1]
-    assert entry["command_id"] == "late-writer"
+    assert entry["command_id"] == entry["_id"] == "late-writer"
+    assert entry["car_id"] == "car1"
     assert entry["outcome"] == "refused"
     assert entry["reason"] == "stale version: expected 0, the desired state is at version 1"
     assert after["revision"] == twin["revision"] + 1  # the refusal is a change of the twin
@@ -81,25 +88,37 @@ def test_a_stale_expected_version_is_refused_and_logged_nothing_applied() -> Non
 def test_bad_commands_are_refused_by_the_projector_too(
     prop: str, value: object, reason: str
 ) -> None:
-    twin = fold_all([reading(seq=0), cmd(prop=prop, value=value)])
+    twin, (entry,) = fold_with_outcomes([reading(seq=0), cmd(prop=prop, value=value)])
     assert twin["desired"] == {}
     assert twin["desired_version"] == 0
-    assert twin["command_log"][-1]["reason"] == reason
+    assert entry["outcome"] == "refused"
+    assert entry["reason"] == reason
 
 
 def test_the_same_command_twice_applies_once() -> None:
     first = cmd(command_id="same")
-    twin = fold_all([reading(seq=0), first, dict(first)])
+    twin, outcomes = fold_with_outcomes([reading(seq=0), first, dict(first)])
     assert twin["desired_version"] == 1
-    assert len(twin["command_log"]) == 1
+    assert [o["outcome"] for o in outcomes] == ["applied"]
     assert twin["counters"]["duplicates_skipped"] == 1
+    again, none = fold_with_outcomes([dict(first)], twin, start=10)  # in a later batch too
+    assert again["desired_version"] == 1 and none == []
+
+
+def test_a_twin_remembers_only_its_last_commands_and_stays_small() -> None:
+    twin = fold_all([reading(seq=0)])
+    for i in range(3 * COMMANDS_REMEMBERED):
+        twin = fold_all([cmd(value=2000 + i, command_id=f"c{i}")], twin, start=1 + i)
+    assert len(twin["recent_commands"]) == COMMANDS_REMEMBERED * DIGEST_BYTES
+    assert twin["desired_version"] == 3 * COMMANDS_REMEMBERED
 
 
 def test_desired_and_delta_do_not_depend_on_how_topics_interleave() -> None:
     readings = [reading(seq=s, control_unit_firmware=1000 if s < 5 else 2000) for s in range(8)]
     commands = [cmd(value=2000, expected_version=0), cmd(value=2000, expected_version=0)]
-    parts = ("desired", "desired_version", "delta", "reported", "command_log", "revision")
+    parts = ("desired", "desired_version", "delta", "reported", "recent_commands", "revision")
     results = []
+    decided = []
     rng = random.Random(3)
     for _ in range(10):
         # A random merge of the two ordered topics, as a projector or a rebuild may see it.
@@ -108,12 +127,14 @@ def test_desired_and_delta_do_not_depend_on_how_topics_interleave() -> None:
             source = r if (r and (not c or rng.random() < 0.7)) else c
             merged.append(source.pop(0))
         events = as_events(merged)
-        twin = fold(None, "car1", events).twin
-        assert twin is not None
-        results.append({p: twin[p] for p in parts})
+        folded = fold(None, "car1", events)
+        assert folded.twin is not None
+        results.append({p: folded.twin[p] for p in parts})
+        decided.append(folded.commands)
     assert all(r == results[0] for r in results)
+    assert all(d == decided[0] for d in decided)
     assert results[0]["delta"] == {}
-    assert [e["outcome"] for e in results[0]["command_log"]] == ["applied", "refused"]
+    assert [e["outcome"] for e in decided[0]] == ["applied", "refused"]
 
 
 def test_commands_survive_avro() -> None:

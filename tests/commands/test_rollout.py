@@ -191,6 +191,6 @@ def check_rebuild(settings: Settings, live: dict[str, dict]) -> None:
     rebuilt = all_twins(settings)
     assert report.replayed == events_applied(settings)
     for car in live:
-        for part in ("desired", "desired_version", "reported", "delta", "command_log"):
+        for part in ("desired", "desired_version", "reported", "delta", "recent_commands"):
             assert rebuilt[car][part] == live[car][part], (car, part)
     assert rebuilt == live

@@ -7,7 +7,7 @@ import random
 
 from tests.twin.factories import T0, envelopes, reading, score
 from twin.events import Envelope, ms_to_datetime
-from twin.fold import fold, position_of, recent_keys
+from twin.fold import condition_key, fold, position_of, recent_keys
 
 
 def fold_all(events: list[Envelope], current: dict | None = None, window: int = 50) -> dict:
@@ -24,7 +24,8 @@ def seqs(twin: dict) -> list[int]:
 def test_first_reading_makes_a_twin_with_reported_values_and_positions() -> None:
     twin = fold_all(envelopes([reading(seq=0, coolant_temp=41.5)], start=7))
     assert twin["_id"] == "car1"
-    assert twin["reported"]["coolant_temp"] == {"value": 41.5, "time": ms_to_datetime(T0)}
+    assert twin["reported"]["coolant_temp"] == {"value": 41.5}
+    assert twin["last_reading"]["event_time"] == ms_to_datetime(T0)  # the time of `reported`
     assert twin["last_reading"] == {"event_time": ms_to_datetime(T0), "seq": 0}
     assert twin["positions"] == [{"topic": "telemetry", "partition": 0, "offset": 7}]
     assert twin["revision"] == 1
@@ -120,7 +121,8 @@ def test_health_condition_since_when_and_clearing() -> None:
     ]
     twin = fold_all(envelopes(records[:3]))
     (condition,) = twin["health"]["conditions"]
-    assert condition["key"] == "tire_pressure_low_2_1"
+    assert condition_key(condition) == "tire_pressure_low_2_1"
+    assert "key" not in condition  # name and wheel say it
     assert condition["name"] == "tire_pressure_low" and condition["wheel"] == "2_1"
     assert condition["since"] == ms_to_datetime(records[1]["event_time"])
     assert condition["evidence"] == {"tire_pressure_2_1": 22}
@@ -132,7 +134,7 @@ def test_health_condition_since_when_and_clearing() -> None:
 def test_coolant_rule_uses_the_previous_reported_reading() -> None:
     records = [reading(seq=s, coolant_temp=50.0 + s * 10.0 * 0.5) for s in range(3)]
     twin = fold_all(envelopes(records))
-    keys = [c["key"] for c in twin["health"]["conditions"]]
+    keys = [condition_key(c) for c in twin["health"]["conditions"]]
     assert keys == ["coolant_overheating"]
     assert twin["health"]["conditions"][0]["since"] == ms_to_datetime(records[1]["event_time"])
 
@@ -143,7 +145,7 @@ def test_unknown_verdict_keeps_the_condition() -> None:
         reading(seq=1, speed=0.0, engine_vibration_amplitude=0.0),
     ]
     twin = fold_all(envelopes(records))
-    assert [c["key"] for c in twin["health"]["conditions"]] == ["drive_shaft_vibration"]
+    assert [condition_key(c) for c in twin["health"]["conditions"]] == ["drive_shaft_vibration"]
 
 
 def test_anomaly_part_by_event_time_with_since() -> None:

@@ -117,7 +117,7 @@ def test_rules_folded_over_the_simulator_agree_with_its_ground_truth() -> None:
     and a car drawing little current overheats slowly."""
     from ingest.simulator import FleetSimulator, SimulationConfig
     from twin.events import Envelope
-    from twin.fold import fold
+    from twin.fold import condition_key, fold
 
     simulator = FleetSimulator(SimulationConfig(cars=300, seed=11))
     twins: dict[str, dict] = {}
@@ -137,7 +137,7 @@ def test_rules_folded_over_the_simulator_agree_with_its_ground_truth() -> None:
         for mode in last[car]["failure_modes"] or []:
             kind = condition_kind(mode)
             truth.add(mode.replace(kind, LABEL_TO_CONDITION[kind]))
-        raised = {c["key"] for c in twin["health"]["conditions"]}
+        raised = {condition_key(c) for c in twin["health"]["conditions"]}
         assert raised <= truth, f"false alarm on {car}: {raised - truth}"
         for key in truth:
             found[condition_kind(key)].append(key in raised)

@@ -24,7 +24,7 @@ from tests.twin.kafka_helpers import (
     with_twin,
 )
 from twin.events import ms_to_datetime
-from twin.fold import fold, recent_keys
+from twin.fold import condition_key, fold, recent_keys
 
 pytestmark = pytest.mark.integration
 FLEET = Path(sys.executable).with_name("fleet")
@@ -132,7 +132,7 @@ def test_health_conditions_of_each_failure_mode_on_the_twins(
     with running_projector(fresh_settings):
         wait_for(lambda: events_applied(fresh_settings) == len(records), 60, "all readings")
     twins = all_twins(fresh_settings)
-    keys = {car: [c["key"] for c in t["health"]["conditions"]] for car, t in twins.items()}
+    keys = {car: [condition_key(c) for c in t["health"]["conditions"]] for car, t in twins.items()}
     assert keys == {
         "tires": ["tire_pressure_low_1_2"],
         "shocks": ["shock_absorber_2_2"],
@@ -164,7 +164,7 @@ def test_health_conditions_of_each_failure_mode_on_the_twins(
     assert "firmware_outdated" in table.stdout and "1 twin(s)" in table.stdout
     got = fleet("twin", "get", "shocks")
     assert got.returncode == 0, got.stderr
-    assert json.loads(got.stdout)["health"]["conditions"][0]["key"] == "shock_absorber_2_2"
+    assert condition_key(json.loads(got.stdout)["health"]["conditions"][0]) == "shock_absorber_2_2"
     missing = fleet("twin", "get", "nope")
     assert missing.returncode == 1
     assert missing.stderr.strip() == "fleet: error: no twin for car 'nope'"
