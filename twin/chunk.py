@@ -36,6 +36,9 @@ class CarEvents:
     readings: list[int] = field(default_factory=list)  # its rows of chunk.readings, in order
     scores: list[int] = field(default_factory=list)  # its rows of chunk.scores, in order
     in_columns: bool = True  # False: some event is only in `raws` (reference fold)
+    #: (row, verdicts): the health rules' verdicts on its first reading of the chunk, judged
+    #: beside its twin's reported reading (fold_columns.judge_first_readings), when known.
+    first_judged: tuple[int, npt.NDArray[np.int8]] | None = None
 
     def envelopes(self) -> list[Envelope]:
         """The events decoded one at a time, for the reference fold."""

@@ -37,6 +37,7 @@ Twin = dict[str, Any]
 DEFAULT_DEDUPE_WINDOW = 32
 
 ReadingKey = tuple[int, int]  # (event time in ms, seq)
+KEY_BYTES = 16  # a reading identity, packed
 
 
 def recent_keys(twin: Twin) -> list[ReadingKey]:

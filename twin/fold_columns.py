@@ -11,6 +11,7 @@ part is the newest score's. Anything else goes to the reference fold. Both give 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from twin import desired, health
 from twin.chunk import CarEvents, Chunk, Columns
 from twin.events import datetime_to_ms, ms_to_datetime
 from twin.fold import (
+    KEY_BYTES,
     FoldResult,
     Twin,
     anomaly_part,
@@ -32,12 +34,36 @@ from twin.fold import (
     new_twin,
     pack_keys,
     previous_reading,
-    recent_keys,
     reported_part,
 )
 from twin.project import Raw
 
 Rows = npt.NDArray[np.intp]
+
+
+def judge_first_readings(twins: Mapping[str, Twin], cars: Mapping[str, CarEvents]) -> None:
+    """Judge each car's first reading of a chunk beside its twin's reported reading, for all
+    the cars at once: in live operation a car has one reading per batch, and these rules
+    (`uses_previous`) would otherwise run once per car on arrays of one value. `fold_car`
+    takes the verdicts from `CarEvents.first_judged`."""
+    judged = [(car, e) for car, e in cars.items() if e.in_columns and e.readings]
+    if not judged:
+        return
+    chunk = judged[0][1].chunk
+    rows = np.array([e.readings[0] for _car, e in judged], np.intp)
+    previous = [previous_reading(twins[car]) if car in twins else None for car, _e in judged]
+    now = {name: chunk.readings[name][rows] for name in health.FIELDS}
+    before = {
+        name: np.array([p[name] if p is not None else now[name][i] for i, p in enumerate(previous)])
+        for name in health.FIELDS
+    }
+    readings = health.Readings(now, before, np.array([p is not None for p in previous]))
+    verdicts = chunk.verdicts[rows]
+    for j, rule in enumerate(health.RULES):
+        if rule.uses_previous:
+            verdicts[:, j] = rule.check(readings)
+    for i, (_car, events) in enumerate(judged):
+        events.first_judged = (int(rows[i]), verdicts[i])
 
 
 def fold_car(current: Twin | None, car_id: str, events: CarEvents, window: int) -> FoldResult:
@@ -74,7 +100,7 @@ def _fold_in_order(
     twin = copy_for_update(current) if current is not None else new_twin(car_id)
     twin.setdefault("car_id", car_id)  # twins from before the field get it on their next event
     if len(readings):
-        _fold_readings(twin, chunk, readings, window)
+        _fold_readings(twin, chunk, readings, window, events.first_judged)
     if len(scores):
         _fold_scores(twin, events, scores)
     twin["revision"] += result.applied
@@ -138,13 +164,22 @@ def _sensors(chunk: Chunk, row: int) -> dict[str, Any]:
     return dict(zip(SENSORS, chunk.sensor_values[row], strict=True))
 
 
-def _fold_readings(twin: Twin, chunk: Chunk, rows: Rows, window: int) -> None:
+def _fold_readings(
+    twin: Twin,
+    chunk: Chunk,
+    rows: Rows,
+    window: int,
+    first_judged: tuple[int, npt.NDArray[np.int8]] | None,
+) -> None:
     columns = chunk.readings
-    _fold_health(twin, chunk, rows)
+    _fold_health(twin, chunk, rows, first_judged)
     kept = rows[-window:] if window > 0 else rows[:0]
-    recent = recent_keys(twin)
-    recent += zip(columns["event_time"][kept].tolist(), columns["seq"][kept].tolist(), strict=True)
-    twin["recent_readings"] = pack_keys(recent[-window:] if window > 0 else [])
+    # Every new reading is newer than the remembered ones (the fast path's premise): append
+    # their packed identities and keep the newest `window` (bytes, as fold.pack_keys makes).
+    times, seqs = columns["event_time"][kept].tolist(), columns["seq"][kept].tolist()
+    new = pack_keys(list(zip(times, seqs, strict=True)))
+    packed = bytes(twin.get("recent_readings") or b"") + new
+    twin["recent_readings"] = packed[-window * KEY_BYTES :] if window > 0 else b""
     first, last = (ms_to_datetime(int(columns["event_time"][rows[i]])) for i in (0, -1))
     twin["last_reading"] = {"event_time": last, "seq": int(columns["seq"][rows[-1]])}
     twin["reported"] = reported_part(_sensors(chunk, int(rows[-1])))
@@ -157,23 +192,22 @@ def _fold_readings(twin: Twin, chunk: Chunk, rows: Rows, window: int) -> None:
         twin["last_seen"] = last
 
 
-def _fold_health(twin: Twin, chunk: Chunk, rows: Rows) -> None:
+def _fold_health(
+    twin: Twin, chunk: Chunk, rows: Rows, first_judged: tuple[int, npt.NDArray[np.int8]] | None
+) -> None:
     """The rules' verdicts on these readings, judged with the chunk (the first one again
     beside the twin's reported reading). A condition that holds after them holds since the
     first reading of its last run (readings that cannot tell extend a run), or since before
     them if the run began earlier; it is raised by that reading."""
     verdicts = chunk.verdicts[rows]
     first = int(rows[0])
-    now = {name: chunk.readings[name][first : first + 1] for name in health.FIELDS}
-    previous = previous_reading(twin)
-    if previous is None:
-        readings = health.Readings(now, now, np.zeros(1, bool))
+    if first_judged is not None and first_judged[0] == first:
+        verdicts[0] = first_judged[1]
     else:
-        before = {name: np.array([previous[name]]) for name in health.FIELDS}
-        readings = health.Readings(now, before, np.ones(1, bool))
-    for j, rule in enumerate(health.RULES):
-        if rule.uses_previous:
-            verdicts[0, j] = rule.check(readings)[0]
+        verdicts[0] = _judge_beside_twin(twin, chunk, first, verdicts[0])
+    if len(rows) == 1:  # the live regime: plain Python beats numpy on one row
+        _health_after_one(twin, chunk, first, verdicts[0].tolist())
+        return
     index = np.arange(len(rows))[:, None]
     last_known = np.where(verdicts != health.UNKNOWN, index, -1).max(axis=0).tolist()
     last_clear = np.where(verdicts == health.CLEAR, index, -1).max(axis=0)
@@ -195,6 +229,40 @@ def _fold_health(twin: Twin, chunk: Chunk, rows: Rows) -> None:
             onset = int(rows[onsets[j]])
             since = ms_to_datetime(int(chunk.readings["event_time"][onset]))
             conditions.append(condition(rule, _sensors(chunk, onset), since))
+    twin["health"] = health_part(conditions)
+
+
+def _judge_beside_twin(
+    twin: Twin, chunk: Chunk, row: int, verdicts: npt.NDArray[np.int8]
+) -> npt.NDArray[np.int8]:
+    """One reading's verdicts with the rules that compare it with the reading before judged
+    beside the twin's reported reading (one car: `judge_first_readings` does many at once)."""
+    now = {name: chunk.readings[name][row : row + 1] for name in health.FIELDS}
+    previous = previous_reading(twin)
+    if previous is None:
+        readings = health.Readings(now, now, np.zeros(1, bool))
+    else:
+        before = {name: np.array([previous[name]]) for name in health.FIELDS}
+        readings = health.Readings(now, before, np.ones(1, bool))
+    judged = verdicts.copy()
+    for j, rule in enumerate(health.RULES):
+        if rule.uses_previous:
+            judged[j] = rule.check(readings)[0]
+    return judged
+
+
+def _health_after_one(twin: Twin, chunk: Chunk, row: int, verdicts: list[int]) -> None:
+    """`_fold_health`'s rule for a single reading: a condition that holds stays as it was, or
+    is raised by this reading; one that is clear goes; one it cannot tell about stays."""
+    active = {condition_key(c): c for c in twin["health"]["conditions"]}
+    conditions = []
+    for rule, verdict in zip(health.RULES, verdicts, strict=True):
+        held = active.get(rule.key)
+        if verdict == health.HOLDS and held is None:
+            since = ms_to_datetime(int(chunk.readings["event_time"][row]))
+            held = condition(rule, _sensors(chunk, row), since)
+        if verdict != health.CLEAR and held is not None:
+            conditions.append(held)
     twin["health"] = health_part(conditions)
 
 

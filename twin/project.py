@@ -162,6 +162,9 @@ def chunks_by_car(
 #: How a car's events are folded into its twin: `fold` over envelopes, or the projector's
 #: `fold_columns.fold_car` over a decoded chunk.
 Folder = Callable[[Twin | None, str, Any, int], FoldResult]
+#: Work on a whole chunk before its cars are folded one by one, given their current twins
+#: (`fold_columns.judge_first_readings`).
+Prepare = Callable[[Mapping[str, Twin], Mapping[str, Any]], None]
 
 
 def apply_batch(
@@ -174,6 +177,7 @@ def apply_batch(
     transaction: bool = False,
     cache: TwinCache | None = None,
     fold_events: Folder = fold,
+    prepare: Prepare | None = None,
 ) -> Applied:
     """Fold each car's events into its twin and write all twins in one unordered bulk write.
 
@@ -183,12 +187,15 @@ def apply_batch(
     ``written``, if given, receives every car whose twin this call wrote, and every car whose
     events were all applied before (redelivered: its stored twin), for twin-change events.
     ``cache``, if given, is where twins are read first and written twins are remembered.
-    ``fold_events`` folds one car's events (of whatever shape ``events_by_car`` holds).
+    ``fold_events`` folds one car's events (of whatever shape ``events_by_car`` holds), after
+    ``prepare``, if given, saw them all with their current twins.
     """
     total = Applied()
     pending = events_by_car
     for _ in range(max_rounds):
         current = store.load(collection, pending, cache)
+        if prepare is not None:
+            prepare(current, pending)
         changes: dict[str, tuple[Twin | None, Twin]] = {}
         replayed: set[str] = set()
         commands: dict[str, list[dict[str, Any]]] = {}

@@ -33,7 +33,7 @@ from twin.cache import TwinCache
 from twin.changes import ChangeEmitter, Written
 from twin.chunk import CarEvents, Chunk, ChunkDecoder
 from twin.events import Kind
-from twin.fold_columns import fold_car
+from twin.fold_columns import fold_car, judge_first_readings
 from twin.project import Applied, Raw, apply_batch, chunks_by_car, poll
 
 log = get_logger("twin.projector")
@@ -350,6 +350,7 @@ class Projector:
                 transaction=self.transactions,
                 cache=self.cache,
                 fold_events=fold_car,
+                prepare=judge_first_readings,
             ),
         )
 

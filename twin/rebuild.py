@@ -28,7 +28,7 @@ from fleet.service import Shutdown
 from fleet.settings import Settings
 from twin import live, store
 from twin.chunk import ChunkDecoder
-from twin.fold_columns import fold_car
+from twin.fold_columns import fold_car, judge_first_readings
 from twin.project import Applied, apply_batch, chunks_by_car, poll
 from twin.projector import codecs_for
 
@@ -114,6 +114,7 @@ def _replay_to(  # noqa: PLR0917
                     settings.twin.dedupe_window,
                     transaction=transaction,
                     fold_events=fold_car,
+                    prepare=judge_first_readings,
                 )
             for message in selected:  # in order per partition: the last one wins
                 key = (message.topic, message.partition)

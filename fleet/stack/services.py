@@ -11,8 +11,11 @@ import subprocess
 import sys
 import uuid
 from abc import ABC, abstractmethod
+from contextlib import suppress
 from importlib import resources
 from pathlib import Path
+
+from pymongo.errors import OperationFailure
 
 from fleet import clients
 from fleet.settings import LOCALHOST, Settings
@@ -346,6 +349,19 @@ class MongoWire(Service):
             return True
         except Exception:
             return False
+
+    def after_start(self) -> None:
+        """A transaction whose client was killed holds its documents until the server ends
+        it (MongoDB's default: 60 s): shorten that, so a projector restarted after a kill -9
+        waits seconds, not a minute. Only the Rust server has transactions; a runtime
+        parameter, so set again after every start."""
+        program = self.program()
+        if program is None or Path(program).name != rust_server.PROGRAM:
+            return
+        lifetime = self.settings.mongodb.transaction_lifetime_seconds
+        # A server that does not know the parameter (the other one, left running): skip.
+        with clients.mongo_client(self.settings) as client, suppress(OperationFailure):
+            client.admin.command("setParameter", 1, transactionLifetimeLimitSeconds=lifetime)
 
     def address(self) -> str:
         return self.settings.mongodb_uri

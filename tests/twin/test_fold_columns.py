@@ -18,7 +18,7 @@ from tests.twin.factories import STEP, T0, reading, score
 from twin.chunk import ChunkDecoder
 from twin.events import Envelope, Kind
 from twin.fold import Twin, fold
-from twin.fold_columns import _fold_in_order, fold_car
+from twin.fold_columns import _fold_in_order, fold_car, judge_first_readings
 from twin.project import Raw
 
 TOPICS: dict[str, Kind] = {"telemetry": "telemetry", "scores": "anomaly", "commands": "command"}
@@ -117,6 +117,10 @@ def fold_both(
     decoded = DECODER.decode(chunk)
     expected = reference(chunk)
     assert set(decoded.cars) == set(expected)
+    # As the projector does: the first readings judged for all cars at once, beside their
+    # twins (a car whose first reading turns out to be a redelivery falls back to its own).
+    current = {car: got for car, (_want, got) in twins.items() if got is not None}
+    judge_first_readings(current, decoded.cars)
     for car, events in expected.items():
         want_before, got_before = twins.get(car, (None, None))
         want = fold(want_before, car, events, window)
