@@ -137,6 +137,19 @@ def query(
     return frame.sort("event_time", "car_id")
 
 
+@st.cache_data(ttl=60, show_spinner="Reading the car's older history from the lake…")
+def car_history(k: LakeKey, car_id: str, since: datetime, before: datetime) -> list[dict[str, Any]]:
+    """One car's readings and scores in [since, before) from the lake, as history documents:
+    for ranges older than the history collection keeps."""
+    from lake.history import from_lake
+
+    s = context.settings()
+    with gcs_errors():
+        probe(k[0])
+        topics = {"telemetry": s.topics.telemetry, "anomalies": s.topics.anomalies}
+        return from_lake(_lake(), car_id, since, before, kinds=("reading", "score"), topics=topics)
+
+
 def _dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 

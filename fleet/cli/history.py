@@ -48,9 +48,14 @@ def show(
     ] = "speed,coolant_temp,battery_percentage",
     scores: Annotated[bool, typer.Option(help="show the anomaly scores too")] = True,
 ) -> None:
-    """One car's readings (and scores) over a recent span, oldest first."""
+    """One car's readings (and scores) over a recent span, oldest first (before the history
+    collection's retention, from the lake)."""
+    from google.api_core.exceptions import GoogleAPIError
+
     from fleet import clients
-    from twin.history import Kind, car_history
+    from lake.history import car_history
+    from lake.reader import Lake
+    from twin.history import Kind
 
     span = parse_since(since)
     columns = [s.strip() for s in sensors.split(",") if s.strip()]
@@ -66,9 +71,14 @@ def show(
             car,
             datetime.now(UTC) - span,
             kinds=kinds,
+            lake=Lake(settings),
+            retention_days=settings.twin.history_retention_days,
+            topics={"telemetry": settings.topics.telemetry, "anomalies": settings.topics.anomalies},
         )
     except PyMongoError as exc:
         raise CliError(f"MongoDB is not reachable: {exc}") from None
+    except GoogleAPIError as exc:
+        raise CliError(f"the lake is not reachable: {exc}") from None
     table = Table("event time (UTC)", "kind", "seq", *columns, "score", title=f"{car}, {since}")
     for row in rows:
         reading = row["kind"] == "reading"

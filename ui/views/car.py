@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import altair as alt
 import pandas as pd
 import streamlit as st
 
 from fleet.contract import SENSORS, UNITS
-from ui import cached, context, present
+from lake.history import horizon
+from ui import cached, context, lake_data, present
 from ui.widgets import CAR_KEY, condition_label, fmt_int
 
 DEFAULT_SENSORS = ["coolant_temp", "speed", "engine_vibration_amplitude"]
@@ -105,18 +106,30 @@ with tabs[2]:
     span = st.selectbox("Range", list(RANGES), index=1, key="car.range")
     end_at = clock
     events = []
+    from_lake = 0
     if end_at is not None:
-        try:
-            events = cached.car_history(k, car_id, end_at - RANGES[span], end_at)
-        except context.Unavailable as exc:
-            context.show_unavailable(exc)
+        since = end_at - RANGES[span]
+        # Older than the history collection keeps: from the lake (it keeps every event).
+        cut = horizon(context.settings().twin.history_retention_days, datetime.now(UTC))
+        if cut is not None and since < cut:
+            try:
+                events = lake_data.car_history(lake_data.key(), car_id, since, min(end_at, cut))
+                from_lake = len(events)
+            except context.Unavailable as exc:
+                context.show_unavailable(exc)
+            since = cut
+        if since <= end_at:
+            try:
+                events += cached.car_history(k, car_id, since, end_at)
+            except context.Unavailable as exc:
+                context.show_unavailable(exc)
     history = present.history_frame(events)
     scores = present.score_frame(events)
     if history.empty and scores.empty:
         st.info(
             f"No readings of this car in its {span} in the history collection "
-            f"(`{context.settings().twin.history_collection}`, written by `fleet run history`; "
-            "older ones are in the lake)."
+            f"(`{context.settings().twin.history_collection}`, written by `fleet run history`) "
+            "or, before its retention, in the lake."
         )
     else:
         chosen = st.multiselect(
@@ -186,9 +199,15 @@ with tabs[2]:
                         "threshold": st.column_config.NumberColumn(format="%.4f"),
                     },
                 )
+        source = (
+            f"the lake ({from_lake:,} events older than the history collection's "
+            f"{context.settings().twin.history_retention_days:g} days) and the history collection"
+            if from_lake
+            else "the history collection"
+        )
         st.caption(
             f"{len(history)} readings and {len(scores)} scores in the {span} before the car's "
-            "last reading, from the history collection."
+            f"last reading, from {source}."
         )
 with tabs[3]:
     st.json(present.json_safe(twin), expanded=1)
