@@ -64,10 +64,14 @@ def overview() -> None:
         rate = streams.rate(st.session_state, stream.end_offsets)
         cols[0].metric("Events in Kafka", fmt_int(stream.events))
         cols[1].metric("Event rate", "—" if rate is None else f"{rate:,.0f}/s")
+        behind = "—" if stream.lag is None else fmt_int(stream.lag)
+        if stream.lag is not None and rate:
+            behind += f" (~{stream.lag / rate:,.1f} s)"  # how stale the newest twins are
         cols[2].metric(
             "Twin projector lag",
-            "—" if stream.lag is None else fmt_int(stream.lag),
-            help="Events on the telemetry topic the projector has not committed yet",
+            behind,
+            help="Events on the telemetry topic the projector has not committed yet (and how "
+            "long the event rate takes to bring that many)",
         )
         if stream.anomaly_events is not None:
             cols[3].metric("Scores in Kafka", fmt_int(stream.anomaly_events))
