@@ -84,7 +84,8 @@ class SimulationConfig:
         defaults = {f.name: f.default for f in fields(self)}
         for name in other:
             if getattr(self, name) != defaults[name]:
-                raise ValueError(f"{name} applies to the other profile, not {self.profile!r}")
+                owner = "seed" if name in SEED_ONLY else "fleet"
+                raise ValueError(f"{name} is an option of profile {owner}, not {self.profile}")
 
 
 @dataclass
