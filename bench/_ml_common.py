@@ -73,7 +73,9 @@ def promote_small_model(settings: Settings) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         config = training.TrainConfig(epochs=3, supervised=False, progress=False)
         training.train(
-            simdata.simulated_columns(300, 30, seed=3, failure_rate=0.5), config, Path(tmp)
+            simdata.simulated_columns(300, 30, seed=3, profile="seed", failure_rate=0.5),
+            config,
+            Path(tmp),
         )
         version = registry.new_version()
         registry.upload(settings, Path(tmp), settings.ml.model_name, version)

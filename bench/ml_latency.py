@@ -164,7 +164,9 @@ def main() -> None:  # noqa: PLR0915
         ]
         produced: dict[int, float] = {}
         watcher = ChangeWatcher(settings, produced)
-        simulator = FleetSimulator(SimulationConfig(cars=args.cars, seed=5, failure_rate=0.5))
+        simulator = FleetSimulator(
+            SimulationConfig(cars=args.cars, seed=5, profile="seed", failure_rate=0.5)
+        )
         encoder = BatchEncoder()
         producer = clients.kafka_producer(settings)
         topic = settings.topics.telemetry

@@ -39,7 +39,7 @@ def main() -> None:
         settings = base.model_copy(
             update={"ml": base.ml.model_copy(update={"batch_size": args.batch})}
         )
-        cols = simdata.simulated_columns(300, 30, seed=3, failure_rate=0.5)
+        cols = simdata.simulated_columns(300, 30, seed=3, profile="seed", failure_rate=0.5)
         training.train(
             cols, training.TrainConfig(epochs=3, supervised=False, progress=False), Path(tmp)
         )

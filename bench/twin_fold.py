@@ -43,7 +43,9 @@ PARTITIONS = 12
 
 def messages(cars: int, steps: int, settings: Settings) -> list[Raw]:
     """Each step: every car's reading, then its score (as the scorer would send it)."""
-    simulator = FleetSimulator(SimulationConfig(cars=cars, seed=5, failure_rate=0.5))
+    simulator = FleetSimulator(
+        SimulationConfig(cars=cars, seed=5, profile="seed", failure_rate=0.5)
+    )
     encoder, scores = BatchEncoder(), anomaly_codec()
     telemetry, anomalies = settings.topics.telemetry, settings.topics.anomalies
     offsets: dict[tuple[str, int], int] = {}

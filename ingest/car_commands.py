@@ -181,4 +181,5 @@ def without(batch: ReadingBatch, car_ids: Iterable[str]) -> ReadingBatch:
         car_ids=[car for car, kept in zip(batch.car_ids, keep.tolist(), strict=True) if kept],
         sensors={name: values[keep] for name, values in batch.sensors.items()},
         failures={mode: active[keep] for mode, active in batch.failures.items()},
+        onsets={mode: onset[keep] for mode, onset in batch.onsets.items()},
     )

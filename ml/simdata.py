@@ -15,18 +15,18 @@ from ml.features import columns_from_records
 
 
 def simulated_records(
-    cars: int, steps: int, seed: int, first_car: int = 1, failure_rate: float = 1.0, **kw: Any
+    cars: int, steps: int, seed: int, first_car: int = 1, **options: Any
 ) -> list[dict[str, Any]]:
-    config = SimulationConfig(
-        cars=cars, seed=seed, first_car=first_car, failure_rate=failure_rate, **kw
-    )
+    """Records of a simulated fleet; ``options`` are SimulationConfig's (profile, failing_share,
+    failure_rate for the seed profile, ...)."""
+    config = SimulationConfig(cars=cars, seed=seed, first_car=first_car, **options)
     return [r for batch in FleetSimulator(config).run(steps) for r in batch.records()]
 
 
 def simulated_columns(
-    cars: int, steps: int, seed: int, first_car: int = 1, failure_rate: float = 1.0
+    cars: int, steps: int, seed: int, first_car: int = 1, **options: Any
 ) -> dict[str, npt.NDArray[Any]]:
-    return columns_from_records(simulated_records(cars, steps, seed, first_car, failure_rate))
+    return columns_from_records(simulated_records(cars, steps, seed, first_car, **options))
 
 
 def publish(

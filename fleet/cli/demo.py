@@ -11,7 +11,7 @@ from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
-from fleet.cli.context import CliError, load_settings
+from fleet.cli.context import CliError, load_settings, simulation_config
 from fleet.demo.observe import Snapshot
 from fleet.demo.platform import Demo, DemoFailed, DemoOptions, Reporter
 from fleet.demo.supervisor import Child
@@ -101,7 +101,17 @@ def demo(  # noqa: PLR0917 (a command with many options)
     steps: Annotated[
         int | None, typer.Option(min=1, help="readings per car (default: until stopped)")
     ] = None,
-    failure_rate: Annotated[float, typer.Option(min=0, help="failure-chance multiplier")] = 1.0,
+    profile: Annotated[
+        str, typer.Option(help="the simulated fleet: fleet (realistic) or seed (the original's)")
+    ] = "fleet",
+    failing_share: Annotated[
+        float | None,
+        typer.Option(help="fleet: share of cars with an active failure [default: 0.03]"),
+    ] = None,
+    failure_rate: Annotated[
+        float | None,
+        typer.Option(min=0, help="seed: failure-chance multiplier [default: 1]"),
+    ] = None,
     train_after: Annotated[
         int, typer.Option(min=1, help="readings in Kafka before the first model is trained")
     ] = 20_000,
@@ -122,12 +132,18 @@ def demo(  # noqa: PLR0917 (a command with many options)
     """
     from fleet.service import Shutdown
 
+    # Refuse bad simulator options now, not from a child process minutes later.
+    simulation_config(
+        cars=cars, profile=profile, failing_share=failing_share, failure_rate=failure_rate
+    )
     settings = load_settings()
     options = DemoOptions(
         cars=cars,
         interval=interval,
         time_lapse=time_lapse,
         steps=steps,
+        profile=profile,
+        failing_share=failing_share,
         failure_rate=failure_rate,
         train_after=train_after,
         epochs=epochs,

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from fleet.cli.context import CliError, load_settings
+from fleet.cli.context import CliError, load_settings, simulation_config
 
 ingest_app = typer.Typer()
 
@@ -174,9 +174,25 @@ def simulate(  # noqa: PLR0915, PLR0917 (a command with many options)
     duration: Annotated[
         float | None, typer.Option(min=0, help="simulated seconds (instead of --steps)")
     ] = None,
+    profile: Annotated[
+        str,
+        typer.Option(
+            help="fleet: failures come, develop and get repaired; "
+            "seed: the original demo's per-step rules (its CSV)"
+        ),
+    ] = "fleet",
+    failing_share: Annotated[
+        float | None,
+        typer.Option(help="fleet: share of cars with an active failure [default: 0.03]"),
+    ] = None,
+    repair_hours: Annotated[
+        float | None,
+        typer.Option(help="fleet: mean hours from a failure to its repair [default: 6]"),
+    ] = None,
     failure_rate: Annotated[
-        float, typer.Option(min=0, help="multiplies every failure chance")
-    ] = 1.0,
+        float | None,
+        typer.Option(min=0, help="seed: multiplies every per-step failure chance [default: 1]"),
+    ] = None,
     start: Annotated[str, typer.Option(help="simulated start: now, epoch s or ISO-8601")] = "now",
     time_lapse: Annotated[
         float,
@@ -204,14 +220,15 @@ def simulate(  # noqa: PLR0915, PLR0917 (a command with many options)
 
     Examples: `fleet simulate --cars 100000 --duration 600 --time-lapse 1` (the original
     demo's load in real time over MQTT); `fleet simulate -o kafka --cars 1000 --steps 1000`;
-    `fleet simulate -o csv --file cars.csv --cars 100 --steps 100 --start 1567606196`.
+    `fleet simulate -o csv --file cars.csv --cars 100 --steps 100 --start 1567606196
+    --profile seed` (the seed's own rules).
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from fleet.service import Shutdown
     from ingest.outputs import CsvSink, KafkaSink, MqttSink, Sink
     from ingest.simulate import run_simulation
-    from ingest.simulator import FleetSimulator, SimulationConfig
+    from ingest.simulator import FleetSimulator
 
     if steps is None:
         steps = max(1, round(duration / interval)) if duration is not None else 1
@@ -221,14 +238,17 @@ def simulate(  # noqa: PLR0915, PLR0917 (a command with many options)
         raise typer.BadParameter("--output csv needs --file", param_hint="--file")
     if obey_commands and output is not Output.mqtt:
         raise typer.BadParameter("cars hear commands over MQTT: use -o mqtt", param_hint="-o")
-    settings = load_settings()
-    config = SimulationConfig(
+    config = simulation_config(
         cars=cars,
         interval_ms=max(1, round(interval * 1000)),
         start_time_ms=_start_time_ms(start),
+        profile=profile,
+        failing_share=failing_share,
+        repair_hours=repair_hours,
         failure_rate=failure_rate,
         seed=seed,
     )
+    settings = load_settings()
     shutdown = Shutdown().install()
     sink: Sink
     try:

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fleet.cli.context import CliError, load_settings
+from fleet.cli.context import CliError, load_settings, simulation_config
 
 ml_app = typer.Typer(help="Anomaly models: train from Kafka, registry in GCS, live scoring.")
 console = Console(stderr=True)
@@ -42,7 +42,16 @@ def train(
     eval_steps: Annotated[int, typer.Option()] = 60,
     eval_seed: Annotated[int, typer.Option(help="held-out seed (differs from training)")] = 1001,
     eval_first_car: Annotated[int, typer.Option(help="held-out car ids start here")] = 1_000_001,
-    failure_rate: Annotated[float, typer.Option(help="simulator failure-rate multiplier")] = 0.3,
+    profile: Annotated[
+        str, typer.Option(help="simulated fleets (source and held-out): fleet or seed")
+    ] = "fleet",
+    failing_share: Annotated[
+        float | None,
+        typer.Option(help="fleet: share of cars with an active failure [default: 0.03]"),
+    ] = None,
+    failure_rate: Annotated[
+        float | None, typer.Option(help="seed: failure-rate multiplier [default: 0.3]")
+    ] = None,
     output: Annotated[
         Path | None, typer.Option(help="also keep the artifacts in this folder")
     ] = None,
@@ -53,6 +62,15 @@ def train(
     from ml import registry, simdata
     from ml import train as training
 
+    if profile == "seed" and failure_rate is None:
+        failure_rate = 0.3  # the seed's chances are per step: a third of them still fails most
+    fleet_options = {
+        "profile": profile,
+        "failing_share": failing_share,
+        "failure_rate": failure_rate,
+    }
+    simulation_config(**fleet_options)  # a bad option is refused before anything starts
+    sim_options = {k: v for k, v in fleet_options.items() if v is not None}
     settings = load_settings()
     if threshold_method not in ("percentile", "f1"):
         raise typer.BadParameter("--threshold-method must be percentile or f1")
@@ -73,19 +91,19 @@ def train(
         except EmptyLakeError as exc:
             raise CliError(str(exc)) from exc
     elif source == "simulator":
-        columns = simdata.simulated_columns(sim_cars, sim_steps, sim_seed, 1, failure_rate)
+        columns = simdata.simulated_columns(sim_cars, sim_steps, sim_seed, 1, **sim_options)
         data_range = {
             "source": "simulator",
             "cars": sim_cars,
             "steps": sim_steps,
             "seed": sim_seed,
-            "failure_rate": failure_rate,
+            **sim_options,
         }
     else:
         raise typer.BadParameter("--source must be kafka, lake or simulator")
     console.print(f"training {name} on {len(columns['seq'])} readings ({source})")
     eval_columns = (
-        simdata.simulated_columns(eval_cars, eval_steps, eval_seed, eval_first_car, failure_rate)
+        simdata.simulated_columns(eval_cars, eval_steps, eval_seed, eval_first_car, **sim_options)
         if eval_cars
         else None
     )
@@ -104,7 +122,7 @@ def train(
             "steps": eval_steps,
             "seed": eval_seed,
             "first_car": eval_first_car,
-            "failure_rate": failure_rate,
+            **sim_options,
         }
     version = registry.new_version()
     with tempfile.TemporaryDirectory(prefix="fleet-train-") as tmp:

@@ -53,7 +53,9 @@ class DemoOptions:
     interval: float = 10.0  # simulated seconds between a car's readings
     time_lapse: float = 10.0  # simulated seconds per wall second
     steps: int | None = None  # readings per car; None = until stopped
-    failure_rate: float = 1.0
+    profile: str = "fleet"  # the simulated fleet (ingest.simulator)
+    failing_share: float | None = None  # None: the profile's default
+    failure_rate: float | None = None
     seed: int = 42
     train_after: int = 20_000  # readings in Kafka before the first training
     epochs: int = 5
@@ -164,8 +166,7 @@ class Demo:
                 str(steps),
                 "--time-lapse",
                 str(o.time_lapse),
-                "--failure-rate",
-                str(o.failure_rate),
+                *self._fleet_options(),
                 "--seed",
                 str(o.seed),
                 "--obey-commands",  # so `fleet twin set ...` rolls out to the demo's cars
@@ -176,6 +177,13 @@ class Demo:
             f"simulating {o.cars:,} cars over MQTT, a reading every {o.interval:g} s, "
             f"{o.time_lapse:g}x time-lapse ({o.cars / o.interval * o.time_lapse:,.0f} readings/s)"
         )
+
+    def _fleet_options(self) -> list[str]:
+        """The simulated fleet's profile and options, as `fleet simulate` takes them."""
+        o = self.options
+        given = {"--failing-share": o.failing_share, "--failure-rate": o.failure_rate}
+        extra = [part for flag, v in given.items() if v is not None for part in (flag, str(v))]
+        return ["--profile", o.profile, *extra]
 
     def _wait_for_log(self, name: str, text: str, timeout: float, shutdown: Shutdown) -> None:
         child = self.supervisor.children[name]
@@ -253,6 +261,7 @@ class Demo:
                 str(o.epochs),
                 "--eval-cars",
                 str(o.eval_cars),
+                *self._fleet_options(),  # the held-out fleet is one like the demo's
             ),
             service=False,
             env={

@@ -23,7 +23,7 @@ def message(version: int, firmware: int = 2000) -> bytes:
 
 
 def fleet(config: ObeyConfig) -> tuple[FleetSimulator, CarCommands, Clock]:
-    sim = FleetSimulator(SimulationConfig(cars=40, failure_rate=30, seed=1))
+    sim = FleetSimulator(SimulationConfig(cars=40, profile="seed", failure_rate=30, seed=1))
     clock = Clock()
     return sim, CarCommands(sim.car_ids, config, clock), clock
 

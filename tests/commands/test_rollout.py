@@ -55,7 +55,14 @@ def fleet_with_both_failures(rng: random.Random) -> tuple[FleetSimulator, dict[s
         first = rng.randrange(10**6, 10**7)
         # failure_rate 30: every car's firmware goes "outdated" (1000) from its second reading.
         simulator = FleetSimulator(
-            SimulationConfig(cars=CARS, interval_ms=1000, failure_rate=30, seed=3, first_car=first)
+            SimulationConfig(
+                cars=CARS,
+                interval_ms=1000,
+                profile="seed",
+                failure_rate=30,
+                seed=3,
+                first_car=first,
+            )
         )
         fates = {car: fate(car, OBEY) for car in simulator.car_ids}
         if {"fail", "offline"} <= set(fates.values()):

@@ -92,7 +92,7 @@ def test_random_and_edge_records_decode_like_fastavro() -> None:
 def test_feature_columns_equal_the_record_path() -> None:
     from ml import simdata
 
-    records = simdata.simulated_records(30, 5, seed=3, failure_rate=3.0)
+    records = simdata.simulated_records(30, 5, seed=3, profile="seed", failure_rate=3.0)
     messages = telemetry_codec().encode_many(records)
     batch = TelemetryBatchDecoder().decode(messages)
     expected = ft.columns_from_records([telemetry_codec().decode(m) for m in messages])

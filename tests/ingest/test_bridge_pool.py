@@ -56,7 +56,7 @@ def publish_killing_one(
 ) -> dict[tuple[str, int], dict[str, Any]]:
     """Publish ``steps`` steps of 500 cars with the bulk sink; kill -9 one bridge midway.
     Returns the records that were PUBACKed (all of them, asserted)."""
-    simulator = FleetSimulator(SimulationConfig(cars=500, seed=11, failure_rate=5))
+    simulator = FleetSimulator(SimulationConfig(cars=500, seed=11, profile="seed", failure_rate=5))
     sink = BulkMqttSink(settings, connections=2)
     wanted: dict[tuple[str, int], dict[str, Any]] = {}
     try:

@@ -11,7 +11,7 @@ def test_bulk_encoding_equals_the_codec_for_every_car_and_step() -> None:
     codec = telemetry_codec()
     encoder = BatchEncoder(codec)
     # A high failure rate, so label combinations of many kinds appear.
-    simulator = FleetSimulator(SimulationConfig(cars=300, failure_rate=20, seed=7))
+    simulator = FleetSimulator(SimulationConfig(cars=300, profile="seed", failure_rate=20, seed=7))
     checked = 0
     for batch in simulator.run(12):
         fast = encoder.encode(batch)

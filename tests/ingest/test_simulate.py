@@ -28,7 +28,7 @@ START_S = 1_567_606_196
 
 
 def test_mqtt_payloads_validate_back_to_the_simulated_readings_and_labels() -> None:
-    batch = FleetSimulator(SimulationConfig(cars=200, failure_rate=30, seed=3)).run(3)
+    batch = FleetSimulator(SimulationConfig(cars=200, failing_share=0.3, seed=3)).run(3)
     last = list(batch)[-1]
     payloads = json_payloads(last, 50, 200)
     assert len(payloads) == 150
@@ -96,6 +96,7 @@ def test_simulate_over_mqtt_through_the_bridge_carries_readings_and_ground_truth
                     "--steps=5",
                     "--interval=10",
                     f"--start={START_S}",
+                    "--profile=seed",
                     "--failure-rate=20",
                     "--connections=2",
                     "--seed=5",
@@ -117,7 +118,12 @@ def test_simulate_over_mqtt_through_the_bridge_carries_readings_and_ground_truth
         key=lambda r: (r["seq"], int(r["car_id"][3:])),
     )
     config = SimulationConfig(
-        cars=40, interval_ms=10_000, start_time_ms=START_S * 1000, failure_rate=20, seed=5
+        cars=40,
+        interval_ms=10_000,
+        start_time_ms=START_S * 1000,
+        profile="seed",
+        failure_rate=20,
+        seed=5,
     )
     expected = [r for b in FleetSimulator(config).run(5) for r in b.records()]
     assert len(got) == len(expected) == 200

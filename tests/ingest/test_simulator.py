@@ -1,4 +1,5 @@
-"""The vectorized car model: determinism, the seed's physics, failure modes and their labels."""
+"""The vectorized car model: determinism and the contract (both profiles); the seed profile's
+physics, failure modes and labels (the realistic fleet: test_fleet_profile.py)."""
 
 from __future__ import annotations
 
@@ -13,27 +14,32 @@ from ingest.simulator import FleetSimulator, SimulationConfig
 
 
 def run(steps: int, **config: object) -> list:
+    """The seed profile: the original demo's per-step rules."""
+    config.setdefault("profile", "seed")
     return list(FleetSimulator(SimulationConfig(**config)).run(steps))  # type: ignore[arg-type]
 
 
-def test_same_seed_same_readings_other_seed_other_readings() -> None:
-    first = [r for b in run(5, cars=50, seed=7) for r in b.records()]
-    again = [r for b in run(5, cars=50, seed=7) for r in b.records()]
-    other = [r for b in run(5, cars=50, seed=8) for r in b.records()]
+@pytest.mark.parametrize("profile", ["seed", "fleet"])
+def test_same_seed_same_readings_other_seed_other_readings(profile: str) -> None:
+    first = [r for b in run(5, cars=50, seed=7, profile=profile) for r in b.records()]
+    again = [r for b in run(5, cars=50, seed=7, profile=profile) for r in b.records()]
+    other = [r for b in run(5, cars=50, seed=8, profile=profile) for r in b.records()]
     assert first == again
     assert first != other
 
 
-def test_event_time_and_sequence_advance_by_one_interval_per_step() -> None:
-    batches = run(4, cars=3, interval_ms=10_000, start_time_ms=1_000)
+@pytest.mark.parametrize("profile", ["seed", "fleet"])
+def test_event_time_and_sequence_advance_by_one_interval_per_step(profile: str) -> None:
+    batches = run(4, cars=3, interval_ms=10_000, start_time_ms=1_000, profile=profile)
     assert [b.event_time_ms for b in batches] == [1_000, 11_000, 21_000, 31_000]
     assert [b.seq for b in batches] == [0, 1, 2, 3]
     assert batches[0].car_ids == ["car1", "car2", "car3"]
 
 
-def test_records_follow_the_telemetry_contract() -> None:
+@pytest.mark.parametrize("profile", ["seed", "fleet"])
+def test_records_follow_the_telemetry_contract(profile: str) -> None:
     codec = telemetry_codec()
-    for record in run(2, cars=20)[1].records():
+    for record in run(2, cars=20, profile=profile)[1].records():
         assert set(record) == {
             "car_id",
             "event_time",
@@ -50,7 +56,11 @@ def test_records_follow_the_telemetry_contract() -> None:
 def test_seed_physics_speed_battery_and_vibration() -> None:
     sim = FleetSimulator(
         SimulationConfig(
-            cars=1000, throttle_change_chance=0.0, failure_rate=0.0, recharge_below=-1e9
+            cars=1000,
+            profile="seed",
+            throttle_change_chance=0.0,
+            failure_rate=0.0,
+            recharge_below=-1e9,
         )
     )
     before, after = sim.step().sensors, sim.step().sensors
@@ -116,22 +126,48 @@ def test_failure_incidence_matches_the_seed_chances() -> None:
 
 
 def test_labels_match_the_failure_state() -> None:
-    batch = run(40, cars=300, failure_rate=2.0)[-1]
-    for record, occurred in zip(batch.records(), batch.failure_occurred, strict=True):
+    batches = run(40, cars=300, failure_rate=2.0)
+    batch = batches[-1]
+    onsets = batch.failure_onsets()
+    for i, (record, occurred) in enumerate(
+        zip(batch.records(), batch.failure_occurred, strict=True)
+    ):
         assert record["failure_occurred"] == bool(occurred)
         assert record["failure_occurred"] == bool(record["failure_modes"])
         for mode in record["failure_modes"]:
             assert batch.failures[mode][batch.car_ids.index(record["car_id"])]
+        # The onset is the reading at which the mode first showed.
+        assert set(onsets[i]) == set(record["failure_modes"])
+        for mode, onset in onsets[i].items():
+            first = next(b for b in batches if b.failures[mode][i])
+            assert onset == first.event_time_ms
 
 
-def test_long_runs_stay_inside_the_physical_ranges() -> None:
-    for batch in run(500, cars=200, failure_rate=2.0):
+@pytest.mark.parametrize("profile", ["seed", "fleet"])
+def test_long_runs_stay_inside_the_physical_ranges(profile: str) -> None:
+    options = {"failure_rate": 2.0} if profile == "seed" else {"failing_share": 0.3}
+    for batch in run(500, cars=200, profile=profile, **options):
         for name, (low, high) in PHYSICAL_RANGES.items():
             values = batch.sensors[name]
             assert np.all((values >= low) & (values <= high)), (name, values.min(), values.max())
 
 
-@pytest.mark.parametrize("bad", [{"cars": 0}, {"interval_ms": 0}, {"failure_rate": -1.0}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"cars": 0},
+        {"interval_ms": 0},
+        {"profile": "seed", "failure_rate": -1.0},
+        {"profile": "mine"},
+        {"failing_share": 1.0},
+        {"failing_share": -0.1},
+        {"repair_hours": 0.0},
+        # an option of the other profile would be silently ignored: refused instead
+        {"failure_rate": 2.0},
+        {"throttle_change_chance": 0.1},
+        {"profile": "seed", "failing_share": 0.1},
+    ],
+)
 def test_bad_config_is_refused(bad: dict) -> None:
     with pytest.raises(ValueError):
         SimulationConfig(**bad)

@@ -13,7 +13,9 @@ from ml import features as ft
 
 
 def simulated(cars: int = 200, steps: int = 30, seed: int = 5, rate: float = 1.0) -> dict:
-    config = SimulationConfig(cars=cars, seed=seed, failure_rate=rate)
+    """The seed profile: its exact failure signatures (vibration x150 from the first reading)
+    and, with ``rate``, as many failing readings as a test wants."""
+    config = SimulationConfig(cars=cars, seed=seed, profile="seed", failure_rate=rate)
     records = [r for b in FleetSimulator(config).run(steps) for r in b.records()]
     return ft.columns_from_records(records)
 

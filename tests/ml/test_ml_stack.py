@@ -107,8 +107,10 @@ def test_a_model_separates_failing_from_healthy_and_round_trips_the_registry(
     fresh_settings: Settings, tmp_path: Path
 ) -> None:
     settings = isolated(fresh_settings)
-    train_cols = simdata.simulated_columns(300, 30, seed=3, failure_rate=0.5)
-    held_out = simdata.simulated_columns(150, 30, seed=4, first_car=50_001, failure_rate=0.5)
+    train_cols = simdata.simulated_columns(300, 30, seed=3, profile="seed", failure_rate=0.5)
+    held_out = simdata.simulated_columns(
+        150, 30, seed=4, first_car=50_001, profile="seed", failure_rate=0.5
+    )
     card = training.train(
         train_cols, tiny_config(), tmp_path / "m", held_out, {"source": "simulator"}
     )
@@ -172,7 +174,7 @@ def test_scorer_events_match_readings_and_promotion_hot_reloads(
 
     settings = isolated(fresh_settings)
     name = settings.ml.model_name
-    train_cols = simdata.simulated_columns(200, 20, seed=5, failure_rate=0.5)
+    train_cols = simdata.simulated_columns(200, 20, seed=5, profile="seed", failure_rate=0.5)
     versions = []
     for i in range(2):
         config = training.TrainConfig(epochs=2, supervised=False, progress=False, seed=i)

@@ -46,7 +46,11 @@ def start_scorer(settings: Settings, env: dict[str, str], log: Path) -> subproce
 def promoted_model(settings: Settings, tmp_path: Path) -> str:
     name = settings.ml.model_name
     config = training.TrainConfig(epochs=2, supervised=False, progress=False)
-    training.train(simdata.simulated_columns(200, 20, seed=5, failure_rate=0.5), config, tmp_path)
+    training.train(
+        simdata.simulated_columns(200, 20, seed=5, profile="seed", failure_rate=0.5),
+        config,
+        tmp_path,
+    )
     version = registry.new_version()
     registry.upload(settings, tmp_path, name, version)
     registry.promote(settings, name, version)
@@ -97,7 +101,7 @@ def test_kill_9_mid_stream_then_restart_scores_every_reading_and_twins_ignore_du
     settings = isolated(fresh_settings)
     version = promoted_model(settings, tmp_path)
 
-    readings = simdata.simulated_records(CARS, STEPS, seed=13, failure_rate=2.0)
+    readings = simdata.simulated_records(CARS, STEPS, seed=13, profile="seed", failure_rate=2.0)
     steps = [readings[i : i + CARS] for i in range(0, len(readings), CARS)]
     env = scorer_env(settings, stack_env, free_port())
     log = tmp_path / "scorer.log"

@@ -27,12 +27,16 @@ def test_scores_of_the_latest_readings_land_on_the_twins(
     settings = isolated(fresh_settings)
     name = settings.ml.model_name
     config = training.TrainConfig(epochs=3, supervised=False, progress=False, seed=0)
-    training.train(simdata.simulated_columns(300, 20, seed=5, failure_rate=0.5), config, tmp_path)
+    training.train(
+        simdata.simulated_columns(300, 20, seed=5, profile="seed", failure_rate=0.5),
+        config,
+        tmp_path,
+    )
     version = registry.new_version()
     registry.upload(settings, tmp_path, name, version)
     registry.promote(settings, name, version)
 
-    readings = simdata.simulated_records(40, 8, seed=9, failure_rate=3.0)
+    readings = simdata.simulated_records(40, 8, seed=9, profile="seed", failure_rate=3.0)
     latest = {r["car_id"]: r for r in readings}  # each car's newest reading (last step)
     failing = {car for car, r in latest.items() if r["failure_occurred"]}
     assert failing and len(failing) < len(latest)

@@ -61,6 +61,7 @@ def simulated_events(
         SimulationConfig(
             cars=cars,
             seed=seed,
+            profile="seed",  # fixtures with many failures at once, as the pages were drawn for
             failure_rate=failure_rate,
             interval_ms=interval_ms,
             first_car=first_car,
