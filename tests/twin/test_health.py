@@ -203,7 +203,7 @@ def test_twins_of_the_fleet_profile_raise_what_is_developed_and_nothing_else() -
     conditions; a failure developed for 3 hours is on the twin."""
     from ingest.simulator import FleetSimulator, SimulationConfig
     from twin.events import Envelope
-    from twin.fold import fold
+    from twin.fold import condition_key, fold
 
     simulator = FleetSimulator(SimulationConfig(cars=100, seed=12, failing_share=0.3))
     twins: dict[str, dict] = {}
@@ -232,6 +232,6 @@ def test_twins_of_the_fleet_profile_raise_what_is_developed_and_nothing_else() -
             if batch.event_time_ms - onset < 3 * 3_600_000 or kind in ("drive_shaft", "coolant"):
                 continue  # those two cannot always tell (see above)
             developed += 1
-            raised = {c["key"] for c in twins[car]["health"]["conditions"]}
+            raised = {condition_key(c) for c in twins[car]["health"]["conditions"]}
             assert mode.replace(kind, LABEL_TO_CONDITION[kind]) in raised, (car, mode)
     assert developed >= 5
