@@ -1,11 +1,12 @@
 """A car's history over any range: the history collection for what it keeps, the lake before.
 
 The history collection (twin/history.py) keeps `twin.history_retention_days` of readings and
-scores; the lake keeps every event. A range that reaches back past the retention is cut at
-the retention horizon: events before it come from the lake, the rest from the collection, so
-each event is shown once (a collection expires documents lazily, so it may still hold a few
-older than the horizon: they are not asked for). Both parts have the collection's document
-shape (twin.history.to_document), oldest first.
+scores (counted back from now: its TTL compares event times with the clock); the lake keeps
+every event. For a range that reaches back past the retention, the collection answers first,
+and the lake fills in what comes before the collection's oldest event in the range (or the
+whole range when it has none): the two parts never overlap, so each event is shown once, and
+documents the collection has not expired yet are used, not read twice. Both parts have the
+collection's document shape (twin.history.to_document), oldest first.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ def lake_documents(frame: pl.DataFrame, kind: Kind, topic: str) -> list[Document
     out: list[Document] = []
     for row in frame.to_dicts():
         doc: Document = {
-            "t": dt.datetime.fromtimestamp(row["event_time"] / 1000, dt.UTC),
+            # Naive UTC, as the collection's documents come back (pymongo's default).
+            "t": dt.datetime.fromtimestamp(row["event_time"] / 1000, dt.UTC).replace(tzinfo=None),
             "car": row["car_id"],
             "kind": kind,
             "seq": row["seq"],
@@ -91,14 +93,35 @@ def car_history(
     now: dt.datetime | None = None,
 ) -> list[Document]:
     """One car's readings and scores in ``[since, until]``, oldest first, each event once:
-    from the lake before the collection's retention horizon (when a lake is given), from the
-    collection after it. ``topics``: each lake dataset's topic (the documents name it)."""
-    cut = horizon(retention_days, now or dt.datetime.now(dt.UTC))
-    if lake is None or cut is None or since >= cut:
-        return collection_history(database, collection, car_id, since, until=until, kinds=kinds)
-    older_until = cut if until is None else min(until, cut)
+    the collection's, and when the range reaches back past its retention (and a lake is
+    given), the lake's before the collection's oldest. ``topics``: each lake dataset's topic
+    (the documents name it)."""
+    kept = collection_history(database, collection, car_id, since, until=until, kinds=kinds)
+    end = lake_until(since, until, kept, retention_days, now or dt.datetime.now(dt.UTC))
+    if lake is None or end is None:
+        return kept
     names = topics or {"telemetry": "fleet.telemetry.v1", "anomalies": "fleet.anomalies.v1"}
-    older = from_lake(lake, car_id, since, older_until, kinds=kinds, topics=names)
-    if until is not None and until < cut:
-        return older
-    return older + collection_history(database, collection, car_id, cut, until=until, kinds=kinds)
+    return from_lake(lake, car_id, since, end, kinds=kinds, topics=names) + kept
+
+
+def lake_until(
+    since: dt.datetime,
+    until: dt.datetime | None,
+    kept: Sequence[Document],
+    retention_days: float,
+    now: dt.datetime,
+) -> dt.datetime | None:
+    """Where the lake's part of ``[since, until]`` ends, given what the collection returned
+    (``kept``, oldest first); None when the collection covers the range (pure)."""
+    cut = horizon(retention_days, now)
+    if cut is None or since >= cut:
+        return None
+    if kept:
+        oldest = as_utc(kept[0]["t"])
+        return oldest if oldest > since else None
+    return now if until is None else until + dt.timedelta(milliseconds=1)
+
+
+def as_utc(value: dt.datetime) -> dt.datetime:
+    """A datetime from the collection (naive UTC unless the client says otherwise), aware."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)

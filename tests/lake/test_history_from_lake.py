@@ -9,7 +9,7 @@ import time
 from fleet import clients
 from fleet.settings import Settings
 from fleet.waiting import wait_for
-from lake.history import car_history
+from lake.history import car_history, lake_until
 from lake.reader import Lake
 from tests.lake.conftest import archiving, committed, end_offsets, produce
 from tests.lake.helpers import reading
@@ -66,6 +66,19 @@ def test_a_range_past_the_retention_reads_the_older_part_from_the_lake(
             "the recent readings and scores in the history collection",
         )
 
+    # The collection holds everything so far: its range is answered without the lake.
+    whole = car_history(
+        database,
+        settings.twin.history_collection,
+        CAR,
+        to_dt(old[0]),
+        lake=Lake(settings),
+        retention_days=7,
+    )
+    assert len(whole) == 60 and not any(e.get("source") == "lake" for e in whole)
+    # What the collection's TTL monitor does in its own time: the older ones expire.
+    expired = collection.delete_many({"car": CAR, "t": {"$lt": to_dt(now - 7 * DAY_MS)}})
+    assert expired.deleted_count == 36  # 30 readings and 6 scores
     events = car_history(
         database,
         settings.twin.history_collection,
@@ -82,7 +95,7 @@ def test_a_range_past_the_retention_reads_the_older_part_from_the_lake(
     from_lake = {e["seq"] for e in events if e.get("source") == "lake"}
     assert from_lake == set(range(30))  # exactly the ones older than the retention
     assert readings[0]["speed"] == reading(0, CAR)["speed"]  # the lake's values, same shape
-    assert readings[0]["t"] == to_dt(old[0])
+    assert readings[0]["t"] == to_dt(old[0]).replace(tzinfo=None)  # naive UTC, as pymongo's
     # Without the lake, a range past the retention has only what the collection keeps.
     kept = car_history(database, settings.twin.history_collection, CAR, to_dt(recent[0]))
     assert [e["seq"] for e in kept if e["kind"] == "reading"] == list(range(30, 50))
@@ -90,3 +103,26 @@ def test_a_range_past_the_retention_reads_the_older_part_from_the_lake(
 
 def to_dt(ms: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+
+
+NOW = dt.datetime(2026, 12, 7, 12, tzinfo=dt.UTC)
+
+
+def at(days_ago: float) -> dt.datetime:
+    return NOW - dt.timedelta(days=days_ago)
+
+
+def test_the_lake_answers_only_before_what_the_collection_has() -> None:
+    def doc(days_ago: float) -> dict:
+        return {"t": at(days_ago).replace(tzinfo=None)}  # naive UTC, as the collection's
+
+    # Within the retention, or with no retention: the collection alone.
+    assert lake_until(at(3), None, [], retention_days=7, now=NOW) is None
+    assert lake_until(at(30), None, [], retention_days=0, now=NOW) is None
+    # Past it: the lake up to the collection's oldest event in the range...
+    assert lake_until(at(10), None, [doc(6.5), doc(1)], retention_days=7, now=NOW) == at(6.5)
+    # ...all of it when the collection has none (the end is inclusive)...
+    end = lake_until(at(10), at(8), [], retention_days=7, now=NOW)
+    assert end == at(8) + dt.timedelta(milliseconds=1)
+    # ...and nothing when the collection still holds the range's start.
+    assert lake_until(at(10), None, [doc(10)], retention_days=7, now=NOW) is None

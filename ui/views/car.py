@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from fleet.contract import SENSORS, UNITS
-from lake.history import horizon
+from lake.history import lake_until
 from ui import cached, context, lake_data, present
 from ui.widgets import CAR_KEY, condition_label, fmt_int
 
@@ -109,18 +109,17 @@ with tabs[2]:
     from_lake = 0
     if end_at is not None:
         since = end_at - RANGES[span]
+        try:
+            events = cached.car_history(k, car_id, since, end_at)
+        except context.Unavailable as exc:
+            context.show_unavailable(exc)
         # Older than the history collection keeps: from the lake (it keeps every event).
-        cut = horizon(context.settings().twin.history_retention_days, datetime.now(UTC))
-        if cut is not None and since < cut:
+        retention = context.settings().twin.history_retention_days
+        lake_end = lake_until(since, end_at, events, retention, datetime.now(UTC))
+        if lake_end is not None:
             try:
-                events = lake_data.car_history(lake_data.key(), car_id, since, min(end_at, cut))
-                from_lake = len(events)
-            except context.Unavailable as exc:
-                context.show_unavailable(exc)
-            since = cut
-        if since <= end_at:
-            try:
-                events += cached.car_history(k, car_id, since, end_at)
+                older = lake_data.car_history(lake_data.key(), car_id, since, lake_end)
+                events, from_lake = older + events, len(older)
             except context.Unavailable as exc:
                 context.show_unavailable(exc)
     history = present.history_frame(events)
