@@ -230,6 +230,34 @@ SPECS: list[Spec] = [
     ),
     Spec(
         "twin",
+        "projector / a real peer (Quix Streams + MongoDBSink), backlog, same server",
+        "peer",
+        lambda d: at(d, "backlog", "ratio_changes_on"),
+        "x",
+        10,
+        goal_from=lambda d: at(d, "goal_ratio"),
+        note=lambda d: (
+            f"{fmt(number(at(d, 'backlog', 'ours_changes_on', 'events_per_s')))} vs "
+            f"{fmt(number(at(d, 'backlog', 'peer', 'events_per_s')))} events/s on "
+            f"{at(d, 'mongodb_server')}; {fmt(number(at(d, 'backlog', 'ratio_changes_off')))}x "
+            "without change events"
+        ),
+    ),
+    Spec(
+        "twin",
+        "live freshness p99, ours (peer in the note), first live phase",
+        "peer",
+        lambda d: at(d, "live", "phases", 0, "ours", "p99_s"),
+        "s",
+        note=lambda d: (
+            f"{fmt(number(at(d, 'live', 'phases', 0, 'rate')))} readings/s; peer p99 "
+            f"{fmt(number(at(d, 'live', 'phases', 0, 'peer', 'p99_s')))} s; p50 ours / peer "
+            f"{fmt(number(at(d, 'live', 'phases', 0, 'ours', 'p50_s')))} / "
+            f"{fmt(number(at(d, 'live', 'phases', 0, 'peer', 'p50_s')))} s"
+        ),
+    ),
+    Spec(
+        "twin",
         "projector throughput",
         "twin",
         lambda d: at(d, "projector", "events_per_s"),

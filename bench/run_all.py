@@ -68,6 +68,8 @@ BENCHES: dict[str, Bench] = {
         quick=("--cars", "200", "--eval-cars", "100", "--steps", "30", "--epoch-size", "50000"),
     ),
     "ui": Bench("ui_render.py", quick=("--size", "1000", "--runs", "1")),
+    # Our projector beside Quix Streams (installed on first run into its own venv).
+    "peer": Bench("peer.py", quick=("--quick",)),
 }
 
 

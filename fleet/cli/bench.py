@@ -26,7 +26,8 @@ def bench(
     only: Annotated[
         str | None,
         typer.Option(
-            help="comma-separated subset: ingest, lake, twin, ml_score, ml_ingest, ml_evaluate, ui"
+            help="comma-separated subset: ingest, lake, twin, ml_score, ml_ingest, ml_evaluate, "
+            "ui, peer"
         ),
     ] = None,
     quick: Annotated[

@@ -80,6 +80,6 @@ def test_report_files(tmp_path: Path) -> None:
 
 
 def test_every_spec_names_a_known_results_file() -> None:
-    stems = {"ingest", "lake", "twin", "twin-fold", "ml", "ui"}
+    stems = {"ingest", "lake", "twin", "twin-fold", "ml", "ui", "peer"}
     assert {s.source for s in report.SPECS} <= stems
     assert all(isinstance(s, Spec) for s in report.SPECS)
