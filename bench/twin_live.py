@@ -124,6 +124,10 @@ def run_variant(  # noqa: PLR0915 (one projector's scenario, start to finish)
     """Warm a fresh fleet, then each rate, with the projector from ``code`` (a checkout;
     None: this one) on the shared stack."""
     settings = isolated(Settings(), "live")
+    # Its own change-event topic too: the latencies are read from it.
+    changes_topic = f"{settings.topics.telemetry}.changes"
+    topics = settings.topics.model_copy(update={"twin_changes": changes_topic})
+    settings = settings.model_copy(update={"topics": topics})
     create_topics(clients.kafka_admin(settings), topic_specs(settings))
     server = server_process(stack)
     producer = Producer(settings, args.cars)
