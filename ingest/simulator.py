@@ -44,7 +44,16 @@ Profile = Literal["fleet", "seed"]
 PROFILES: tuple[str, ...] = get_args(Profile)
 #: Options that only one profile reads; the other refuses a value other than the default.
 SEED_ONLY = ("failure_rate", "throttle_change_chance", "recharge_below")
-FLEET_ONLY = ("failing_share", "repair_hours", "rollout_hours")
+FLEET_ONLY = (
+    "failing_share",
+    "repair_hours",
+    "rollout_hours",
+    "failure_mix",
+    "ambient_shift",
+    "spread",
+    "range_km",
+    "charge_below",
+)
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,16 @@ class SimulationConfig:
     failing_share: float = 0.03
     repair_hours: float = 6.0
     rollout_hours: float = 12.0
+    # profile "fleet", other fleets than the default one (a held-out evaluation's shifts):
+    # which parts fail (weights per kind, ingest/cars/failures.py; None: the default mix),
+    # degrees added to every car's climate, how far cars' own baselines spread around their
+    # centre (1: the default ranges; 1.5: half as wide again), each car's battery range (km)
+    # and the battery level that sends it to charge (drawn per car between the two bounds).
+    failure_mix: tuple[tuple[str, float], ...] | None = None
+    ambient_shift: float = 0.0
+    spread: float = 1.0
+    range_km: tuple[float, float] = (250.0, 450.0)
+    charge_below: tuple[float, float] = (0.10, 0.25)
     # profile "seed": multiplies every per-step failure chance; drivers' chance per step to
     # change pace; battery fraction that sends a car to charge.
     failure_rate: float = 1.0
@@ -78,6 +97,12 @@ class SimulationConfig:
             raise ValueError("failure_rate must not be negative")
         if not 0 <= self.failing_share < 1:
             raise ValueError("failing_share must be at least 0 and below 1")
+        if self.spread < 0:
+            raise ValueError("spread must not be negative")
+        if not 0 < self.range_km[0] <= self.range_km[1]:
+            raise ValueError("range_km must be two positive bounds, low first")
+        if not 0 <= self.charge_below[0] <= self.charge_below[1] < 0.8:
+            raise ValueError("charge_below must be two bounds in [0, 0.8), low first")
         if self.repair_hours <= 0 or self.rollout_hours <= 0:
             raise ValueError("repair_hours and rollout_hours must be positive")
         other = SEED_ONLY if self.profile == "fleet" else FLEET_ONLY

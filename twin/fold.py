@@ -9,7 +9,10 @@ result does not depend on how events were cut into batches):
    overwrites reported values or health; it is counted as late. A reading equal to one
    already seen is a duplicate: the twin remembers the identities (event time, seq) of its
    newest `dedupe_window` readings, late ones that fit included, in `recent_readings`.
-3. Anomaly scores fold the same way into the `anomaly` part, newest by event time wins.
+3. Anomaly scores fold the same way into the `anomaly` part, newest by event time wins; each
+   newer score's flag also steps the car's verdict (ml/verdict.py: k of the last n readings
+   above the threshold raise an alarm, none of the last m clear it). A newer model version's
+   score of the newest reading replaces that reading's flag.
    Commands change the `desired` part (twin/desired.py); `delta` is recomputed after a batch.
 
 A twin is state, not history: the readings and scores themselves go to the history
@@ -28,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from fleet.contract import SENSORS
+from ml import verdict
 from twin import desired, health
 from twin.events import Envelope, datetime_to_ms, ms_to_datetime
 
@@ -192,26 +196,48 @@ def _fold_reading(
         twin["last_seen"] = at
 
 
-def anomaly_part(record: Mapping[str, Any], was_since: datetime | None) -> dict[str, Any]:
-    """The twin's `anomaly` part from the score that wins; ``was_since`` is when the car's
-    current run of anomalous verdicts began (None: its last verdict was not anomalous)."""
-    at = ms_to_datetime(int(record["event_time"]))
-    is_anomaly = bool(record["is_anomaly"])
+def anomaly_part(
+    record: Mapping[str, Any],
+    recent: int,
+    alarm: bool,
+    since: datetime | None,
+    reasons: list[str] | None,
+) -> dict[str, Any]:
+    """The twin's `anomaly` part: the newest score, and the car's verdict (ml/verdict.py).
+
+    ``is_anomaly`` is the *car's* verdict (in alarm: RAISE_K of its last RAISE_N readings
+    above the threshold, not yet cleared), ``anomalous_since`` when that alarm was raised and
+    ``reasons`` the sensors named by the score that raised it; ``recent`` holds the newest
+    readings' own flags as bits (bit 0: this score's reading); ``top_sensors`` maps the
+    sensors driving this score to their contributions, largest first. (When it was scored
+    stays in the event: no reader of the twin needs it.)"""
     return {
         "score": float(record["score"]),
         "threshold": float(record["threshold"]),
-        "is_anomaly": is_anomaly,
+        "is_anomaly": alarm,
         "model_name": str(record["model_name"]),
         "model_version": str(record["model_version"]),
-        "top_sensors": [
-            {"sensor": str(t["sensor"]), "contribution": float(t["contribution"])}
-            for t in record["top_sensors"]
-        ],
-        "event_time": at,
+        "top_sensors": top_sensors(record),
+        "event_time": ms_to_datetime(int(record["event_time"])),
         "seq": int(record["seq"]),
-        "scored_at": ms_to_datetime(int(record["scored_at"])),
-        "anomalous_since": (was_since or at) if is_anomaly else None,
+        "recent": recent,
+        "anomalous_since": since if alarm else None,
+        "reasons": reasons if alarm else None,
     }
+
+
+def top_sensors(record: Mapping[str, Any]) -> dict[str, float]:
+    """A score's sensors and contributions as one small map (half the bytes of a list of
+    {sensor, contribution} pairs)."""
+    return {str(t["sensor"]): float(t["contribution"]) for t in record["top_sensors"]}
+
+
+def verdict_state(anomaly: Mapping[str, Any] | None) -> tuple[int, bool]:
+    """(recent flags, in alarm) of a twin's anomaly part (a part from before the verdict rule
+    starts calm with no flags)."""
+    if anomaly is None or "recent" not in anomaly:
+        return 0, False
+    return int(anomaly["recent"]), bool(anomaly["is_anomaly"])
 
 
 def _fold_score(twin: Twin, record: Mapping[str, Any], result: FoldResult) -> None:
@@ -219,6 +245,7 @@ def _fold_score(twin: Twin, record: Mapping[str, Any], result: FoldResult) -> No
     key = (at, int(record["seq"]), str(record["model_version"]))
     counters = twin["counters"]
     current = twin["anomaly"]
+    same_reading = False
     if current is not None:
         current_key = (current["event_time"], current["seq"], current["model_version"])
         if key == current_key:
@@ -229,8 +256,18 @@ def _fold_score(twin: Twin, record: Mapping[str, Any], result: FoldResult) -> No
             counters["late_skipped"] += 1
             result.late += 1
             return
-    was_since = current["anomalous_since"] if current is not None else None
-    twin["anomaly"] = anomaly_part(record, was_since)
+        same_reading = key[:2] == current_key[:2]  # the newest reading, another model version
+    recent, was_alarm = verdict_state(current)
+    step = verdict.rescore if same_reading else verdict.advance
+    recent, alarm = step(recent, was_alarm, bool(record["is_anomaly"]))
+    if alarm and not was_alarm:
+        since, reasons = at, list(top_sensors(record))
+    elif alarm:
+        assert current is not None
+        since, reasons = current["anomalous_since"], current.get("reasons")
+    else:
+        since, reasons = None, None
+    twin["anomaly"] = anomaly_part(record, recent, alarm, since, reasons)
     counters["scores_applied"] += 1
     counters["events_applied"] += 1
 

@@ -5,7 +5,8 @@
 result has a closed form, computed here per car with numpy and a handful of dicts, whatever
 the number of events: counters add up, the window of reading identities keeps its newest, a
 health condition holds since the start of its last run of verdicts that hold, and the anomaly
-part is the newest score's. Anything else goes to the reference fold. Both give the same twin
+part is the newest score's, with the car's verdict stepped once per score (ml/verdict.py).
+Anything else goes to the reference fold. Both give the same twin
 (tests/twin/test_fold_columns.py folds random streams both ways).
 """
 
@@ -18,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fleet.contract import SENSORS
+from ml import verdict as car_verdict
 from twin import desired, health
 from twin.chunk import CarEvents, Chunk, Columns
 from twin.events import datetime_to_ms, ms_to_datetime
@@ -35,6 +37,8 @@ from twin.fold import (
     pack_keys,
     previous_reading,
     reported_part,
+    top_sensors,
+    verdict_state,
 )
 from twin.project import Raw
 
@@ -267,23 +271,36 @@ def _health_after_one(twin: Twin, chunk: Chunk, row: int, verdicts: list[int]) -
 
 
 def _fold_scores(twin: Twin, events: CarEvents, rows: Rows) -> None:
-    columns = events.chunk.scores
-    flags = columns["is_anomaly"][rows]
-    times = columns["event_time"][rows]
-    # When the last run of anomalous verdicts began: before these scores if they all are.
-    calm = np.flatnonzero(~flags)
-    was_since = None
-    if flags[-1]:
-        if len(calm):
-            was_since = ms_to_datetime(int(times[calm[-1] + 1]))
-        else:
-            held = twin["anomaly"]
-            was_since = (held["anomalous_since"] if held is not None else None) or ms_to_datetime(
-                int(times[0])
-            )
-    newest = events.chunk.score_raws[int(rows[-1])]
-    record = events.chunk.codecs[newest.topic][1].decode(newest.value)
-    twin["anomaly"] = anomaly_part(record, was_since)
+    """Every score is newer than the last (the fast path's premise): each steps the car's
+    verdict as `fold._fold_score` does; only the newest record, and the one that raised the
+    alarm if it was raised here, are decoded."""
+    chunk = events.chunk
+    flags = chunk.scores["is_anomaly"][rows].tolist()
+    held = twin["anomaly"]
+    recent, alarm = verdict_state(held)
+    was_alarm, raised_at = alarm, -1
+    for i, flag in enumerate(flags):
+        recent, now = car_verdict.advance(recent, alarm, flag)
+        if now and not alarm:
+            raised_at = i
+        alarm = now
+    if not alarm:
+        since, reasons = None, None
+    elif raised_at >= 0:
+        raiser = _decode(chunk, int(rows[raised_at]))
+        since = ms_to_datetime(int(raiser["event_time"]))
+        reasons = list(top_sensors(raiser))
+    else:
+        assert was_alarm and held is not None
+        since, reasons = held["anomalous_since"], held.get("reasons")
+    record = _decode(chunk, int(rows[-1]))
+    twin["anomaly"] = anomaly_part(record, recent, alarm, since, reasons)
     counters = twin["counters"]
     counters["scores_applied"] += len(rows)
     counters["events_applied"] += len(rows)
+
+
+def _decode(chunk: Chunk, row: int) -> dict[str, Any]:
+    raw = chunk.score_raws[row]
+    record: dict[str, Any] = chunk.codecs[raw.topic][1].decode(raw.value)
+    return record

@@ -119,19 +119,26 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+def contributions(anomaly: dict[str, Any] | None) -> list[tuple[str, float]]:
+    """The sensors driving a twin's newest score with their contributions, largest first: a
+    map on the twin (a list of {sensor, contribution} on twins written before)."""
+    top = (anomaly or {}).get("top_sensors") or {}
+    if isinstance(top, dict):
+        return [(str(k), float(v)) for k, v in top.items()]
+    return [(str(t["sensor"]), float(t["contribution"])) for t in top]
+
+
 def top_sensors_text(anomaly: dict[str, Any] | None, limit: int = 3) -> str:
-    if not anomaly:
-        return ""
-    top = anomaly.get("top_sensors") or []
-    return ", ".join(f"{t['sensor']} ({t['contribution']:.0%})" for t in top[:limit])
+    return ", ".join(name for name, _value in contributions(anomaly)[:limit])
 
 
 def driving_sensor_counts(leaders: list[dict[str, Any]]) -> pd.DataFrame:
-    """How often each sensor is the top contributor among the given cars, and its mean share."""
+    """How often each sensor is the top contributor among the given cars, and its mean
+    contribution (squared normalized reconstruction error)."""
     rows = [
-        {"sensor": t["sensor"], "contribution": float(t["contribution"])}
+        {"sensor": name, "contribution": value}
         for doc in leaders
-        for t in ((doc.get("anomaly") or {}).get("top_sensors") or [])[:1]
+        for name, value in contributions(doc.get("anomaly"))[:1]
     ]
     if not rows:
         return pd.DataFrame(columns=["sensor", "cars", "mean contribution"])

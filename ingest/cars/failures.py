@@ -60,6 +60,24 @@ _DEVELOP = np.array([DEVELOP_HOURS[mode_kind(m)] for m in MODES])  # (low, high)
 REPAIR_SPREAD = (0.5, 1.5)  # a failure lasts its mean repair time times U(0.5, 1.5)
 
 
+def mode_weights(config: SimulationConfig) -> FloatArray:
+    """Each mode's share of onsets: :data:`MODE_WEIGHTS`, or the config's ``failure_mix``
+    (weights per kind, e.g. ``(("coolant", 0.5), ("tire_pressure", 0.5))``; kinds left out do
+    not fail), normalized."""
+    if config.failure_mix is None:
+        return MODE_WEIGHTS
+    kinds = dict(config.failure_mix)
+    unknown = set(kinds) - set(KIND_WEIGHTS)
+    if unknown:
+        raise ValueError(f"unknown failure kinds {sorted(unknown)}; one of {sorted(KIND_WEIGHTS)}")
+    weights = np.array(
+        [kinds.get(mode_kind(m), 0.0) / WHEELS_PER_KIND.get(mode_kind(m), 1) for m in MODES]
+    )
+    if weights.sum() <= 0 or (weights < 0).any():
+        raise ValueError("failure_mix needs non-negative weights, some positive")
+    return weights / weights.sum()
+
+
 def mean_repair_hours(config: SimulationConfig) -> FloatArray:
     """Mean repair time of each mode, in MODES order."""
     return np.array(
@@ -70,7 +88,7 @@ def mean_repair_hours(config: SimulationConfig) -> FloatArray:
 def onset_rate(config: SimulationConfig) -> float:
     """Failure onsets per healthy car-hour that hold ``config.failing_share`` of cars failing."""
     share = config.failing_share
-    mean_duration = float(MODE_WEIGHTS @ mean_repair_hours(config))
+    mean_duration = float(mode_weights(config) @ mean_repair_hours(config))
     return share / ((1.0 - share) * mean_duration)
 
 
@@ -82,6 +100,7 @@ class Failures:
     def __init__(self, config: SimulationConfig, rng: np.random.Generator, start_ms: int) -> None:
         self.rng = rng
         self.rate = onset_rate(config)
+        self.weights = mode_weights(config)
         self.repair_hours = mean_repair_hours(config)
         n = config.cars
         self.mode = np.full(n, HEALTHY, np.int64)
@@ -98,7 +117,7 @@ class Failures:
         cars = np.flatnonzero(self.rng.random(len(self.mode)) < share)
         if not len(cars):
             return
-        time_weights = MODE_WEIGHTS * self.repair_hours
+        time_weights = self.weights * self.repair_hours
         modes = self.rng.choice(len(MODES), size=len(cars), p=time_weights / time_weights.sum())
         low, high = (self.repair_hours[modes] * s for s in REPAIR_SPREAD)
         # Length-biased U(low, high): density proportional to d, by inverting its CDF.
@@ -137,7 +156,7 @@ class Failures:
         healthy = np.flatnonzero(self.mode == HEALTHY)
         cars = healthy[self.rng.random(len(healthy)) < chance]
         if len(cars):
-            modes = self.rng.choice(len(MODES), size=len(cars), p=MODE_WEIGHTS)
+            modes = self.rng.choice(len(MODES), size=len(cars), p=self.weights)
             # The onset falls somewhere in the interval (before_ms, now_ms].
             into = (self.rng.random(len(cars)) * (now_ms - before_ms)).astype(np.int64)
             self._begin(cars, modes, now_ms - into)

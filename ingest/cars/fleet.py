@@ -74,18 +74,30 @@ class FleetCars:
         n = config.cars
         u = rng.uniform
         # Each car's own baseline.
-        self.tire_nominal = {w: u(30.6, 33.4, n) for w in WHEELS}
-        self.suspension = u(0.75, 0.95, n)  # healthy accelerometer scale: [0,s) or [2s,3s)
-        self.vibration_per_speed = u(92.0, 108.0, n)
-        self.heat_per_amp = u(0.0085, 0.0105, n)  # °C per A per s (the seed's 0.098 per 10 s)
-        self.operating_point = u(86.0, 94.0, n)
-        self.range_m = u(250e3, 450e3, n)
-        self.charge_below, self.charge_to = u(0.10, 0.25, n), u(0.8, 1.0, n)
+        k = config.spread
+
+        def spread(low: float, high: float) -> FloatArray:
+            """A car's own baseline: U(low, high), or as wide ``spread`` times around its centre
+            (the same draws either way, so a seed's cars keep their order)."""
+            drawn = u(low, high, n)
+            if k == 1.0:
+                return drawn
+            centre = (low + high) / 2
+            return centre + k * (drawn - centre)
+
+        self.tire_nominal = {w: spread(30.6, 33.4) for w in WHEELS}
+        self.suspension = spread(0.75, 0.95)  # healthy accelerometer scale: [0,s) or [2s,3s)
+        self.vibration_per_speed = spread(92.0, 108.0)
+        self.heat_per_amp = spread(0.0085, 0.0105)  # °C per A per s (the seed's 0.098 per 10 s)
+        self.operating_point = spread(86.0, 94.0)
+        self.range_m = u(config.range_km[0] * 1e3, config.range_km[1] * 1e3, n)
+        self.charge_below, self.charge_to = u(*config.charge_below, n), u(0.8, 1.0, n)
         self.base_flow = u(20.0, 200.0, n)
         self.intake_offset = u(5.0, 15.0, n)
         self.voltage_nominal = u(180.0, 260.0, n)
         self.current = u(0.0, 60.0, n)
-        self.climate_mean, self.climate_swing = u(5.0, 25.0, n), u(3.0, 8.0, n)
+        self.climate_mean = u(5.0, 25.0, n) + config.ambient_shift
+        self.climate_swing = u(3.0, 8.0, n)
         self.time_zone_h = u(-3.0, 3.0, n)
         # The state that changes.
         start = config.start_time_ms

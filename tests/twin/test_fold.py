@@ -148,33 +148,45 @@ def test_unknown_verdict_keeps_the_condition() -> None:
     assert [condition_key(c) for c in twin["health"]["conditions"]] == ["drive_shaft_vibration"]
 
 
-def test_anomaly_part_by_event_time_with_since() -> None:
-    scores = [
-        score(seq=1, value=0.9),
-        score(seq=2, value=0.8),
-        score(seq=0, value=0.1),  # late: ignored
-        score(seq=3, value=0.2),
-        score(seq=3, value=0.2),  # duplicate
-        score(seq=4, value=0.7),
-    ]
+def test_anomaly_part_by_event_time_with_the_cars_verdict() -> None:
+    """The newest score wins; the car turns anomalous on 3 of its last 5 readings above the
+    threshold (since the score that made it 3, naming its sensors) and clears after 10 quiet
+    ones; late and repeated scores step nothing."""
+    values = [0.9, 0.8, 0.1, 0.7, *[0.2] * 9, 0.2]
+    scores = [score(seq=s + 1, value=v) for s, v in enumerate(values)]
+    scores.insert(2, score(seq=0, value=0.9))  # late: ignored
+    scores.insert(4, score(seq=3, value=0.1))  # duplicate of seq 3
     twin = None
-    for i, env in enumerate(envelopes(scores, "scores", 1)):
+    seen = []
+    for env in envelopes(scores, "scores", 1):
         twin = fold_all([env], twin)
-        if i == 1:
-            assert twin["anomaly"]["anomalous_since"] == ms_to_datetime(scores[0]["event_time"])
-            assert twin["anomaly"]["score"] == 0.8
-        if i == 3:
-            assert twin["anomaly"]["is_anomaly"] is False
-            assert twin["anomaly"]["anomalous_since"] is None
+        seen.append((twin["anomaly"]["seq"], twin["anomaly"]["is_anomaly"]))
     assert twin is not None
-    assert twin["anomaly"]["seq"] == 4
-    assert twin["anomaly"]["anomalous_since"] == ms_to_datetime(scores[5]["event_time"])
-    assert twin["anomaly"]["top_sensors"] == [{"sensor": "coolant_temp", "contribution": 0.7}]
+    raised = ms_to_datetime(scores[5]["event_time"])  # seq 4: the third of 0.9, 0.8, 0.1, 0.7
+    assert seen[:6] == [(1, False), (2, False), (2, False), (3, False), (3, False), (4, True)]
+    in_alarm = [seq for seq, alarm in seen if alarm]
+    assert in_alarm == list(range(4, 14))  # 0.7 at seq 4, then 9 quiet: the 10th clears it
+    assert twin["anomaly"]["seq"] == 14 and twin["anomaly"]["is_anomaly"] is False
+    assert twin["anomaly"]["anomalous_since"] is None and twin["anomaly"]["reasons"] is None
+    assert twin["anomaly"]["recent"] == 0b1101_0000_0000_00  # seq 1, 2 and 4, oldest first
+    assert twin["anomaly"]["top_sensors"] == {"coolant_temp": 0.7}
     assert twin["counters"]["late_skipped"] == 1
     assert twin["counters"]["duplicates_skipped"] == 1
-    assert twin["counters"]["scores_applied"] == 4
+    assert twin["counters"]["scores_applied"] == 14
     assert twin["reported"] == {} and twin["last_seen"] is None
-    assert position_of(twin, "scores", 1) == 5
+    assert position_of(twin, "scores", 1) == len(scores) - 1
+    halfway = fold_all(envelopes(scores[:7], "scores", 1))
+    assert halfway["anomaly"]["anomalous_since"] == raised
+    assert halfway["anomaly"]["reasons"] == ["coolant_temp"]
+
+
+def test_a_new_model_versions_score_of_the_newest_reading_replaces_its_flag() -> None:
+    scores = [score(seq=s, value=0.9) for s in range(2)]
+    scores.append(score(seq=1, value=0.1, version="2"))  # seq 1 again, by model version 2
+    scores.append(score(seq=2, value=0.9))
+    twin = fold_all(envelopes(scores, "scores"))
+    assert twin["anomaly"]["recent"] == 0b101
+    assert twin["anomaly"]["is_anomaly"] is False  # 2 of the last 5, not 3
 
 
 def test_positions_per_topic_partition() -> None:

@@ -85,7 +85,8 @@ def test_the_same_events_delivered_again_after_a_restart_change_nothing(
     fresh_settings: Settings,
 ) -> None:
     records = [reading(f"car{c}", seq=s) for s in range(6) for c in range(8)]
-    scores = [score(f"car{c}", seq=s, value=0.2 * s) for s in range(4) for c in range(8)]
+    # Three of the last five readings above the threshold (0.5): each car in alarm from seq 3.
+    scores = [score(f"car{c}", seq=s, value=0.6 if s else 0.1) for s in range(4) for c in range(8)]
     produce(fresh_settings, records)
     produce(fresh_settings, scores)
     with running_projector(fresh_settings):

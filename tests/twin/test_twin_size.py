@@ -13,6 +13,7 @@ import bson
 
 from fleet.contract import DESIRED_PROPERTIES, WHEELS
 from fleet.settings import Settings
+from ml.features import FEATURES
 from tests.commands.factories import cmd
 from tests.twin.factories import reading, score
 from twin import desired
@@ -44,9 +45,11 @@ def worst_case_twin(readings: int) -> Twin:
             Envelope("fleet.telemetry.v1", partition, seq, "telemetry", reading(CAR, seq, **sick))
         )
         record = score(CAR, seq, value=0.987654321, threshold=0.123456789, version=f"{seq:020d}")
-        record["top_sensors"] = [  # as many as the scorer names (ml.top_sensors)
-            {"sensor": "accelerometer_2_2_value", "contribution": 0.123456789}
-        ] * Settings().ml.top_sensors
+        record["top_sensors"] = [  # as many as the scorer names (ml.top_sensors), the longest
+            {"sensor": name, "contribution": 0.123456789}
+            for name in sorted(FEATURES, key=len, reverse=True)[: Settings().ml.top_sensors]
+        ]
+        record["is_anomaly"] = True  # the car in alarm: its verdict names its reasons
         record["model_name"] = "autoencoder-supervised-combined"
         events.append(Envelope("fleet.anomalies.v1", partition, seq, "anomaly", record))
     for i in range(desired.COMMANDS_REMEMBERED + 5):
@@ -77,6 +80,7 @@ def test_the_worst_case_twin_fits_in_4_kb() -> None:
     assert set(twin["delta"]) == set(DESIRED_PROPERTIES)
     assert len(twin["recent_commands"]) == desired.COMMANDS_REMEMBERED * desired.DIGEST_BYTES
     assert len(twin["positions"]) == 6  # 3 topics x 2 partitions
+    assert twin["anomaly"]["is_anomaly"] and len(twin["anomaly"]["reasons"]) == 3
     size = len(bson.encode(twin))
     assert size <= LIMIT, f"{size} bytes"
 

@@ -259,7 +259,7 @@ def test_anomaly_leaderboard(fleet: Fleet, render: Render) -> None:
     assert len(board) == min(25, len(anomalous))
     assert list(board["car"]) == [t["_id"] for t in anomalous[:25]]
     drivers = at.dataframe[1].value
-    top = Counter(t["anomaly"]["top_sensors"][0]["sensor"] for t in anomalous[:25])
+    top = Counter(next(iter(t["anomaly"]["top_sensors"])) for t in anomalous[:25])
     assert dict(zip(drivers["sensor"], drivers["cars"], strict=True)) == top
 
 

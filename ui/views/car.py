@@ -79,8 +79,10 @@ st.caption(
 )
 
 if anomaly and anomaly.get("is_anomaly"):
+    reasons = ", ".join(anomaly.get("reasons") or []) or "no sensor reported"
     st.error(
-        f"Anomalous since {present.stamp(anomaly.get('anomalous_since'))}; driven by "
+        f"Anomalous since {present.stamp(anomaly.get('anomalous_since'))} (raised by "
+        f"{reasons}); the newest score is driven by "
         f"{present.top_sensors_text(anomaly) or 'no sensor reported'}.",
         icon=":material/warning:",
     )
