@@ -247,8 +247,9 @@ def main() -> None:
     try:
         variants: list[dict[str, Any]] = []
         for code in ([args.compare] if args.compare else []) + [None]:
+            described = git_describe(code)  # before: the checkout may move during the run
             figures = run_variant(stack, env, args, code, profile=args.profile and code is None)
-            variants.append({"code": git_describe(code), **figures})
+            variants.append({"code": described, **figures})
         results = {
             "label": args.label or "latest",
             "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
