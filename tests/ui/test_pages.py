@@ -103,7 +103,10 @@ def test_table_filters_sort_and_pages(fleet: Fleet, render: Render) -> None:
     at.selectbox(key="table.anomaly").set_value("not anomalous").run()
     calm = {t["_id"] for t in twins if not (t["anomaly"] and t["anomaly"]["is_anomaly"])}
     assert f"of {len(calm)}" in texts(at)  # counted as all cars minus the anomalous ones
-    assert set(at.dataframe[0].value["car"]) == calm
+    assert 0 < len(calm) < len(twins)
+    # The first page of them, by id (a car's verdict needs several scores above threshold,
+    # so most of the fleet is calm: more than a page).
+    assert list(at.dataframe[0].value["car"]) == sorted(calm)[:50]
 
     at.selectbox(key="table.anomaly").set_value("any").run()
     at.text_input(key="table.firmware").set_value("1000").run()
