@@ -110,7 +110,12 @@ def download(settings: Settings, name: str, version: str, dest: Path) -> Path:
 
 @dataclass
 class LoadedModel:
-    """What the scorer needs of a version, loaded in memory."""
+    """What the scorer needs of a version, loaded in memory.
+
+    ``scores`` is the one scoring path of the live scorer and of every evaluation: the
+    autoencoder's mean squared error, or, when the card's ``decision`` is "combined", the
+    larger of the autoencoder's error and the classifier's score, each divided by its scale
+    (so 1.0 on either is that model's own threshold)."""
 
     name: str
     version: str
@@ -118,13 +123,37 @@ class LoadedModel:
     normalizer: Normalizer
     threshold: float
     card: dict[str, Any]
+    classifier: Any = None
 
-    def scores(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(score per reading, per-feature errors)."""
-        from ml.models import reconstruction_errors
+    @property
+    def decision(self) -> dict[str, Any] | None:
+        decision = self.card.get("decision")
+        if decision and decision.get("model") == "combined" and self.classifier is not None:
+            return dict(decision)
+        return None
+
+    def parts(self, features: np.ndarray) -> dict[str, np.ndarray]:
+        """Each model's score per reading, "combined" when the card says so, and "errors"
+        (the autoencoder's per-feature errors)."""
+        from ml.models import classifier_scores, reconstruction_errors
 
         errors = reconstruction_errors(self.autoencoder, features)
-        return errors.mean(axis=1), errors
+        out = {"autoencoder": errors.mean(axis=1).astype(np.float64), "errors": errors}
+        if self.classifier is not None:
+            out["classifier"] = classifier_scores(self.classifier, features)
+        decision = self.decision
+        if decision is not None:
+            out["combined"] = np.maximum(
+                out["autoencoder"] / decision["autoencoder_scale"],
+                out["classifier"] / decision["classifier_scale"],
+            )
+        return out
+
+    def scores(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(the deciding score per reading, the autoencoder's per-feature errors)."""
+        parts = self.parts(features)
+        key = "combined" if "combined" in parts else "autoencoder"
+        return parts[key], parts["errors"]
 
 
 def load_dir(directory: Path, name: str, version: str) -> LoadedModel:
@@ -133,7 +162,10 @@ def load_dir(directory: Path, name: str, version: str) -> LoadedModel:
     data = json.loads((directory / CARD).read_text())
     normalizer = Normalizer.from_dict(json.loads((directory / "normalization.json").read_text()))
     ae = keras.saving.load_model(directory / "autoencoder.keras", compile=False)
-    return LoadedModel(name, version, ae, normalizer, float(data["threshold"]), data)
+    classifier = None
+    if (data.get("decision") or {}).get("model") == "combined":
+        classifier = keras.saving.load_model(directory / "classifier.keras", compile=False)
+    return LoadedModel(name, version, ae, normalizer, float(data["threshold"]), data, classifier)
 
 
 def load(settings: Settings, name: str, version: str) -> LoadedModel:
