@@ -147,3 +147,15 @@ def apply(model: Any, calibrated: dict[str, Any]) -> None:
     card["threshold"] = model.threshold = float(calibrated["threshold"])
     card["threshold_method"] = "false-alarm budget"
     card["calibration_of_threshold"] = {k: v for k, v in calibrated.items() if k != "decision"}
+
+
+def recent_by_car(columns: Any, hours: float) -> tuple[dict[str, Any], int]:
+    """The readings of the last ``hours`` of event time, car by car (each car's in seq order),
+    and the fleet's reading interval in ms (the median gap between a car's readings)."""
+    times = np.asarray(columns["event_time"], np.int64)
+    keep = times >= times.max() - int(hours * 3_600_000) if len(times) else times > 0
+    cars = np.asarray(columns["car_id"]).astype(str)[keep]
+    order = np.lexsort((np.asarray(columns["seq"])[keep], cars))
+    out = {name: np.asarray(values)[keep][order] for name, values in columns.items()}
+    gaps = np.diff(out["event_time"])[~car_starts(out["car_id"])[1:]]
+    return out, int(np.median(gaps)) if len(gaps) else 10_000

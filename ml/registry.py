@@ -187,8 +187,46 @@ def announcement(settings: Settings, name: str, version: str) -> dict[str, Any]:
     }
 
 
-def promote(settings: Settings, name: str, version: str) -> dict[str, Any]:
-    """Publish the announcement keyed by model name; returns it once the broker has it."""
+def write_card(settings: Settings, name: str, version: str, data: dict[str, Any]) -> None:
+    """Replace a version's card (its files stay as they are): a calibration on promotion."""
+    blob = clients.gcs_bucket(settings).blob(version_prefix(settings, name, version) + CARD)
+    blob.upload_from_string(json.dumps(data, indent=1, default=float))
+
+
+def calibrate_on_live(settings: Settings, name: str, version: str) -> dict[str, Any] | None:
+    """Calibrate the version's threshold to ``ml.false_alarms_per_1000_car_hours`` on the live
+    fleet's newest ``ml.calibration_hours`` of telemetry in Kafka and record it in its card.
+    None (the card's threshold stays) when there is no telemetry to calibrate on."""
+    from ml import calibration
+    from ml.kafka_source import ShortReadError, read_slice
+
+    try:
+        columns, info = read_slice(settings, None, None, settings.ml.stream_timeout_ms)
+    except ShortReadError as exc:
+        log.warning("no live telemetry to calibrate on; threshold kept", error=str(exc))
+        return None
+    recent, interval = calibration.recent_by_car(columns, settings.ml.calibration_hours)
+    model = load(settings, name, version)
+    budget = settings.ml.false_alarms_per_1000_car_hours
+    result = calibration.calibrate_model(model, recent, interval, budget)
+    result["data"] = {
+        "source": "kafka",
+        "topic": info.topic,
+        "first_event_ms": int(recent["event_time"].min()),
+        "last_event_ms": int(recent["event_time"].max()),
+        "interval_ms": interval,
+    }
+    calibration.apply(model, result)
+    write_card(settings, name, version, model.card)
+    log.info("calibrated on promotion", name=name, version=version, threshold=model.threshold)
+    return model.card
+
+
+def promote(settings: Settings, name: str, version: str, calibrate: bool = False) -> dict[str, Any]:
+    """Publish the announcement keyed by model name; returns it once the broker has it. With
+    ``calibrate``, the threshold is first calibrated on the live fleet (calibrate_on_live)."""
+    if calibrate:
+        calibrate_on_live(settings, name, version)
     record = announcement(settings, name, version)
     producer = clients.kafka_producer(settings)
     errors: list[str] = []
