@@ -19,6 +19,7 @@ Writes bench/results/ml-evaluation.md and the figures to bench/results/ml.json. 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -57,12 +58,11 @@ INTERVAL_MS = 10_000
 
 
 def training_columns(cars: int, hours: float, every: int, seed: int) -> dict[str, np.ndarray]:
-    """The default fleet for ``hours``, each reading's previous coolant kept, then every
+    """The default fleet for ``hours``, then every
     ``every``-th reading of each car (the day's range of ambient temperatures and battery
     levels, in a tractable number of readings)."""
     steps = int(hours * 3600_000 / INTERVAL_MS)
     columns = simdata.fleet_columns(steps, cars=cars, seed=seed)
-    columns[ft.PREVIOUS_COOLANT] = ft.previous_coolant(columns)[0]
     keep = columns["seq"] % every == 0
     out = {k: v[keep] for k, v in columns.items()}
     out["failure_modes"] = np.array([()] * int(keep.sum()), dtype=object)
@@ -86,9 +86,24 @@ def threshold_text(card: dict[str, Any]) -> str:
         f"recent unlabelled slice of the default fleet ({c['cars']} other cars, "
         f"{c['car_hours']:,.0f} car-hours, {c['cars_set_aside']} cars set aside as looking "
         f"failing; ml/calibration.py), the {c['reading_quantile']:.3%} quantile of its "
-        f"healthy-looking readings (the 99th percentile of healthy validation errors was "
-        f"{card['percentile_threshold']:.4g})"
+        f"healthy-looking readings (at training, each model's 99th percentile of healthy "
+        f"validation scores gave {card['percentile_threshold']:.4g})"
+        + (
+            f"; scales: autoencoder error {d['autoencoder_scale']:.4g}, classifier "
+            f"{d['classifier_scale']:.4g}, each calibrated to the same budget alone"
+            if (d := card.get("decision"))
+            else ""
+        )
     )
+
+
+def model_text(card: dict[str, Any]) -> str:
+    if card.get("decision"):
+        return (
+            "combined (the live scorer's): the larger of the autoencoder's error and the "
+            "supervised classifier's score -log(1-p), each over its own scale (ml/registry.py)"
+        )
+    return "the autoencoder (the live scorer's)"
 
 
 def table(results: dict[str, Any], card: dict[str, Any], args: argparse.Namespace) -> str:
@@ -96,7 +111,7 @@ def table(results: dict[str, Any], card: dict[str, Any], args: argparse.Namespac
     lines = [
         "# Alarms on fleets the model never saw",
         "",
-        f"Model: the autoencoder (the live scorer's), trained on the default fleet profile "
+        f"Model: {model_text(card)}, trained on the default fleet profile "
         f"(seed 1, {args.train_cars} cars x {args.train_hours:g} simulated hours, every "
         f"{args.train_every}th reading). Threshold {card['threshold']:.4g}: "
         f"{threshold_text(card)}. Car verdict (ml/verdict.py, as on the twin): "
@@ -254,6 +269,10 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--eval-hours", type=float, default=12.0)
     parser.add_argument("--slice-cars", type=int, default=250)
     parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--supervised-epochs", type=int, default=8)
+    parser.add_argument(
+        "--autoencoder-only", action="store_true", help="no classifier: the autoencoder decides"
+    )
     parser.add_argument("--calibration-cars", type=int, default=1000)
     parser.add_argument("--calibration-hours", type=float, default=3.0)
     parser.add_argument(
@@ -261,6 +280,7 @@ def arguments() -> argparse.Namespace:
     )
     parser.add_argument("--epoch-size", type=int, default=1_000_000)
     parser.add_argument("--quick", action="store_true", help="small fleets, no epoch timing")
+    parser.add_argument("--no-epoch-timing", action="store_true")
     parser.add_argument(
         "--compare-percentile", action="store_true", help="also judge the 99th-percentile one"
     )
@@ -276,7 +296,12 @@ def main() -> None:
 
     started = time.perf_counter()
     train_cols = training_columns(args.train_cars, args.train_hours, args.train_every, seed=1)
-    config = training.TrainConfig(epochs=args.epochs, supervised=False, progress=True)
+    config = training.TrainConfig(
+        epochs=args.epochs,
+        supervised=not args.autoencoder_only,
+        supervised_epochs=args.supervised_epochs,
+        progress=True,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         t0 = time.perf_counter()
@@ -290,17 +315,19 @@ def main() -> None:
         seed=501,
         first_car=500_001,
     )
-    calibrated = calibration.calibrate(
-        fleet_eval.scores_of(model, live), live["car_id"], INTERVAL_MS, args.budget
-    )
+    percentile_model = copy.copy(model)
+    percentile_model.card = dict(model.card)
+    calibrated = calibration.calibrate_model(model, live, INTERVAL_MS, args.budget)
     del live
-    card["percentile_threshold"] = card["threshold"]
-    card["threshold"], card["threshold_method"] = calibrated["threshold"], "false-alarm budget"
-    card["calibration_of_threshold"] = calibrated
+    calibration.apply(model, calibrated)
+    card = model.card
+    card["percentile_threshold"] = card["threshold_before_calibration"]
     t0 = time.perf_counter()
     results = evaluate_all(model, float(card["threshold"]), args)
     if args.compare_percentile:
-        card["percentile_results"] = evaluate_all(model, float(card["percentile_threshold"]), args)
+        card["percentile_results"] = evaluate_all(
+            percentile_model, float(card["percentile_threshold"]), args
+        )
     eval_seconds = time.perf_counter() - t0
     RESULTS.mkdir(exist_ok=True)
     text = table(results, card, args)
@@ -336,7 +363,7 @@ def main() -> None:
         "load_average_1_5_15_after": os.getloadavg(),
     }
     write_results("evaluation", summary)
-    if not args.quick:
+    if not (args.quick or args.no_epoch_timing):
         epochs = {f"batch_{b}": seconds_per_epoch(args.epoch_size, b) for b in (256, 1024)}
         epochs["load_average_1_5_15_after"] = os.getloadavg()  # type: ignore[assignment]
         write_results("training_epoch", epochs)

@@ -55,11 +55,10 @@ def main() -> None:
         local = Scorer(settings)
         local.model = model
         local.compute(messages[: args.batch])  # warm up (first TF call traces)
-        local.carry = {}
         stages: dict[str, float] = {}
         t0 = time.perf_counter()
         for i in range(0, len(messages), args.batch):
-            _batch, payloads, _verdict, local.carry = local.compute(messages[i : i + args.batch])
+            _batch, payloads, _verdict = local.compute(messages[i : i + args.batch])
             assert len(payloads) == len(messages[i : i + args.batch])
         in_process = len(messages) / (time.perf_counter() - t0)
         chunk = messages[: args.batch]

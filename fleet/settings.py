@@ -260,6 +260,17 @@ class MlSettings(BaseModel):
     stream_timeout_ms: int = Field(
         10_000, description="training read from Kafka ends after this long without messages"
     )
+    false_alarms_per_1000_car_hours: float = Field(
+        0.5, description="the false-alarm budget a promoted model's threshold is calibrated to"
+    )
+    calibrate_on_promotion: bool = Field(
+        True,
+        description="fleet ml promote / train --promote: calibrate the threshold on the live "
+        "fleet's recent readings in Kafka first (ml/calibration.py)",
+    )
+    calibration_hours: float = Field(
+        2.0, description="event-time hours of the newest telemetry the calibration reads"
+    )
 
 
 class UiSettings(BaseModel):

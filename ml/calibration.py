@@ -4,8 +4,9 @@ A percentile of healthy validation errors says how often a *reading* crosses the
 a fleet engineer's budget is how often a *car* raises an alarm (ml/verdict.py). Readings of one
 car are not independent (a car's own baseline, its warm-ups and charging stops), so the rule's
 alarm rate cannot be derived from a per-reading quantile: it is measured. On a recent slice of
-live scores (no labels needed), cars that look failing are set aside (a robust cut: cars whose
-median score is in the slice's top ``failing_share``, or above every other car's by far), and
+live scores (no labels needed), cars that look failing are set aside (cars whose median score is
+in the slice's top ``failing_share``, and cars above the slice's 99th percentile on more than
+a tenth of their readings: a failure that began during the slice), and
 the threshold is where the verdict rule's statistic (the RAISE_K-th largest of a car's last
 RAISE_N scores) is crossed at most ``budget`` times per 1,000 car-hours on the rest, its far
 tail extrapolated as exponential (a slice of a few hundred car-hours cannot show a rate of
@@ -23,6 +24,7 @@ from ml import verdict
 from ml.alarms import car_starts
 
 TAIL_FROM = 0.99
+SUSTAINED = 0.1  # share of a car's readings above the TAIL_FROM point that sets it aside
 DEFAULT_BUDGET = 0.5  # alarms per 1,000 car-hours: half the goal, a margin for a new fleet
 
 
@@ -51,6 +53,13 @@ def calibrate(
     medians = np.array([np.median(s) for s in per_car])
     cut = np.quantile(medians, 1.0 - failing_share) if n_cars else np.inf
     looks_healthy = medians[car] <= cut
+    # A car whose failure began during the slice still has a healthy median: cars above the
+    # slice's TAIL_FROM point on more than SUSTAINED of their readings are set aside too (a
+    # calm car is there on about 1 - TAIL_FROM of them).
+    stat_all = kth_of_last(scores, starts)
+    high = stat_all > np.quantile(stat_all, TAIL_FROM) if len(stat_all) else stat_all > 0
+    share_high = np.bincount(car, weights=high, minlength=n_cars) / np.bincount(car)
+    looks_healthy &= share_high[car] <= SUSTAINED
     kept, kept_starts = scores[looks_healthy], car_starts(cars[looks_healthy])
     hours = len(kept) * interval_ms / 3_600_000
     # A calm car raises an alarm when the RAISE_K-th largest of its last RAISE_N scores crosses
@@ -91,3 +100,62 @@ def kth_of_last(scores: npt.NDArray[np.float64], starts: npt.NDArray[np.bool_]) 
     idx = np.arange(n)[:, None] - lags[None, :]
     window = np.where(idx >= first[:, None], scores[np.maximum(idx, 0)], -np.inf)
     return np.sort(window, axis=1)[:, -verdict.RAISE_K]
+
+
+def calibrate_model(
+    model: Any,
+    columns: Any,
+    interval_ms: int,
+    budget: float = DEFAULT_BUDGET,
+    failing_share: float = 0.05,
+) -> dict[str, Any]:
+    """Calibrate a loaded model (registry.LoadedModel) on a recent slice of live readings, car
+    by car (each car's in order; no labels used). An autoencoder alone gets its threshold. A
+    combined model first gets each model's own threshold at the budget (they become the
+    scales of the combined score, so both models count alike), then the combined score's
+    threshold at the budget. Returns the calibration with ``threshold`` and, for a combined
+    model, ``decision`` (the card's new scales); ``apply`` puts both on the model and card."""
+    from ml import features as ft
+
+    parts = model.parts(ft.transform(columns, model.normalizer))
+    cars = columns["car_id"]
+    if model.decision is None:
+        return calibrate(parts["autoencoder"], cars, interval_ms, budget, failing_share)
+    scales = {
+        name: calibrate(parts[name], cars, interval_ms, budget, failing_share)["threshold"]
+        for name in ("autoencoder", "classifier")
+    }
+    combined = np.maximum(
+        parts["autoencoder"] / scales["autoencoder"], parts["classifier"] / scales["classifier"]
+    )
+    out = calibrate(combined, cars, interval_ms, budget, failing_share)
+    out["decision"] = {
+        **model.decision,
+        "autoencoder_scale": scales["autoencoder"],
+        "classifier_scale": scales["classifier"],
+    }
+    return out
+
+
+def apply(model: Any, calibrated: dict[str, Any]) -> None:
+    """Put a calibration on a loaded model and its card (the card keeps what it had before as
+    ``threshold_before_calibration``)."""
+    card = model.card
+    card.setdefault("threshold_before_calibration", card["threshold"])
+    if "decision" in calibrated:
+        card["decision"] = calibrated["decision"]
+    card["threshold"] = model.threshold = float(calibrated["threshold"])
+    card["threshold_method"] = "false-alarm budget"
+    card["calibration_of_threshold"] = {k: v for k, v in calibrated.items() if k != "decision"}
+
+
+def recent_by_car(columns: Any, hours: float) -> tuple[dict[str, Any], int]:
+    """The readings of the last ``hours`` of event time, car by car (each car's in seq order),
+    and the fleet's reading interval in ms (the median gap between a car's readings)."""
+    times = np.asarray(columns["event_time"], np.int64)
+    keep = times >= times.max() - int(hours * 3_600_000) if len(times) else times > 0
+    cars = np.asarray(columns["car_id"]).astype(str)[keep]
+    order = np.lexsort((np.asarray(columns["seq"])[keep], cars))
+    out = {name: np.asarray(values)[keep][order] for name, values in columns.items()}
+    gaps = np.diff(out["event_time"])[~car_starts(out["car_id"])[1:]]
+    return out, int(np.median(gaps)) if len(gaps) else 10_000

@@ -21,30 +21,70 @@ from fleet.contract import FAILURE_MODES, SENSORS, WHEELS
 FloatMatrix = npt.NDArray[np.float32]
 Columns = Mapping[str, Any]  # DataFrame or dict of arrays
 
-#: Engineered columns, each a pure function of one reading's sensors.
+#: Engineered columns, each a function of one reading's sensors (no per-car state: the live
+#: scorer scores a reading the same after a restart). Each compares a sensor with what the
+#: same car shows at the same moment, so a car's own baseline, the climate and a warm-up do
+#: not look like a failure:
 #: - vibration_per_speed: the drive shaft's signature (100 healthy, 150 degraded); neutral at rest.
 #: - accelerometer_spread_<w>: a wheel against the car's other wheels; bumps lift all four
 #:   together, a broken shock absorber lifts one.
-#: - coolant_rise, coolant_rise_per_amp: the coolant's change since the car's previous reading
-#:   (consecutive seq), raw and per ampere drawn. A cooling system that has failed heats several
-#:   times faster per ampere long before the temperature itself leaves the healthy range.
-#:   Without a previous reading (a car's first, or the first after a scorer restart) both are 0.
+#: - tire_spread_<w>: a tire's pressure against the median of the car's four; a leak takes one
+#:   tire down while the others stay (a cold morning lowers all four).
+#: - coolant_excess: the coolant above where a healthy cooling system holds it at this
+#:   moment: its set point (rising with the intake air's temperature, the ambient's proxy) plus
+#:   what the radiator leaves of the heat the current and speed make. A warming-up car is
+#:   below it (floored at COLD: warm-ups all look alike), a failing cooling system climbs
+#:   above it long before 105 °C.
+#:   (The coolant's rise since the previous reading, per ampere, was a feature before: healthy
+#:   cars warming up after a stop or a repair heat as fast per ampere as a failing system
+#:   early on, and the model read every warm-up as overheating.)
 DERIVED: tuple[str, ...] = (
     "vibration_per_speed",
     *(f"accelerometer_spread_{w}" for w in WHEELS),
-    "coolant_rise",
-    "coolant_rise_per_amp",
+    *(f"tire_spread_{w}" for w in WHEELS),
+    "coolant_excess",
 )
-#: Column holding each reading's previous coolant temperature (NaN: unknown); computed from the
-#: columns themselves when absent (training, evaluation), from the scorer's carry when live.
-PREVIOUS_COOLANT = "previous_coolant_temp"
-#: Per car: (seq, coolant, previous coolant) of the newest reading seen, carried between batches.
-Carry = dict[str, tuple[int, float, float]]
 FEATURES: tuple[str, ...] = (*SENSORS, *DERIVED)
+#: Sensors that say how and where a car is driven, not whether it is failing: the models see
+#: them only through the engineered columns (their normalized value is 0). A model that learned
+#: their training range would read a hotter climate, another driving style or a shorter battery
+#: range as a failure.
+CONTEXT: tuple[str, ...] = (
+    "intake_air_temp",
+    "intake_air_flow_speed",
+    "battery_percentage",
+    "battery_voltage",
+    "current_draw",
+    "speed",
+    "throttle_pos",
+    "engine_vibration_amplitude",  # speed times the shaft's signature: seen as vibration_per_speed
+)
+_CONTEXT_INDEX = [FEATURES.index(name) for name in CONTEXT]
 #: Normalized features are clipped here: a firmware of 1000 against a constant 2000 would
 #: otherwise be a z-score of millions and swamp everything else.
 CLIP = 10.0
 MIN_SPEED = 0.5  # m/s; below this the vibration/speed ratio is noise
+#: A healthy cooling system's equilibrium (°C): a set point of SET_POINT at INTAKE_REF °C
+#: intake air, SET_POINT_PER_INTAKE higher per °C more, plus HOLD times the heat a reading's
+#: interval makes: HEAT_PER_AMP per ampere and HEAT_PER_SPEED per m/s (a radiator removing
+#: 30% of the excess each 10 s holds 0.7/0.3 times the heat it is given). Engineering figures
+#: of a small car's cooling system; the model learns how far healthy cars stray from it.
+COLD = -10.0  # °C: coolant_excess is floored here
+SET_POINT, INTAKE_REF, SET_POINT_PER_INTAKE = 90.0, 30.0, 0.3
+HEAT_PER_AMP, HEAT_PER_SPEED, HOLD = 0.095, 0.01, 0.7 / 0.3
+
+
+def coolant_excess(columns: Columns) -> npt.NDArray[np.float64]:
+    """The coolant above a healthy cooling system's equilibrium at this reading (°C)."""
+    intake = np.asarray(columns["intake_air_temp"], np.float64)
+    current = np.abs(np.asarray(columns["current_draw"], np.float64))
+    speed = np.asarray(columns["speed"], np.float64)
+    equilibrium = (
+        SET_POINT
+        + SET_POINT_PER_INTAKE * (intake - INTAKE_REF)
+        + HOLD * (HEAT_PER_AMP * current + HEAT_PER_SPEED * speed)
+    )
+    return np.asarray(columns["coolant_temp"], np.float64) - equilibrium
 
 
 def raw_features(columns: Columns) -> FloatMatrix:
@@ -59,59 +99,12 @@ def raw_features(columns: Columns) -> FloatMatrix:
     ratio = np.where(moving, vibration / np.where(moving, speed, 1.0), 100.0)
     accel = sensors[:, [index[f"accelerometer_{w}_value"] for w in WHEELS]]
     spread = accel - np.median(accel, axis=1, keepdims=True)
-    previous = (
-        np.asarray(columns[PREVIOUS_COOLANT], np.float64)
-        if PREVIOUS_COOLANT in columns
-        else previous_coolant(columns)[0]
-    )
-    coolant = sensors[:, index["coolant_temp"]]
-    rise = np.nan_to_num(coolant - previous, nan=0.0, posinf=0.0, neginf=0.0)
-    per_amp = rise / np.maximum(np.abs(sensors[:, index["current_draw"]]), 1.0)
-    return np.column_stack([sensors, ratio, spread, rise, per_amp]).astype(np.float32)
-
-
-def previous_coolant(
-    columns: Columns, carry: Carry | None = None
-) -> tuple[npt.NDArray[np.float64], Carry]:
-    """Each reading's previous coolant temperature on the same car (NaN where unknown).
-
-    "Previous" means seq - 1 of the same car, found in ``columns`` or, for a car's first
-    reading here, in ``carry`` (the scorer's memory of earlier batches). Returns the values and
-    the carry updated with each car's newest reading (``carry`` itself is left unchanged).
-    """
-    cars = np.asarray(columns["car_id"]).astype(str)
-    seq = np.asarray(columns["seq"], np.int64)
-    coolant = np.asarray(columns["coolant_temp"], np.float64)
-    n = len(seq)
-    out = np.full(n, np.nan)
-    new_carry: Carry = dict(carry or {})
-    if n == 0:
-        return out, new_carry
-    order = np.lexsort((seq, cars))
-    c, s, v = cars[order], seq[order], coolant[order]
-    prev = np.full(n, np.nan)
-    same_car = c[1:] == c[:-1]
-    follows = same_car & (s[1:] == s[:-1] + 1)
-    prev[1:][follows] = v[:-1][follows]
-    firsts = np.flatnonzero(np.r_[True, ~same_car])
-    lasts = np.r_[firsts[1:] - 1, n - 1]
-    if carry:
-        for i in firsts.tolist():
-            known = carry.get(c[i])
-            if known is not None:
-                if known[0] == s[i] - 1:
-                    prev[i] = known[1]
-                elif known[0] == s[i]:  # the newest reading again (redelivery)
-                    prev[i] = known[2]
-    # A reading delivered twice gets its twin's previous value.
-    twin = same_car & (s[1:] == s[:-1])
-    prev[1:][twin] = prev[:-1][twin]
-    for i in lasts.tolist():
-        known = new_carry.get(c[i])
-        if known is None or known[0] < s[i]:
-            new_carry[c[i]] = (int(s[i]), float(v[i]), float(prev[i]))
-    out[order] = prev
-    return out, new_carry
+    tires = sensors[:, [index[f"tire_pressure_{w}"] for w in WHEELS]]
+    tire_spread = tires - np.median(tires, axis=1, keepdims=True)
+    # A cold engine (a warm-up after a stop or a repair) is no concern of the models: how far
+    # below the equilibrium it is does not count beyond COLD.
+    excess = np.maximum(coolant_excess(columns).reshape(-1), COLD)
+    return np.column_stack([sensors, ratio, spread, tire_spread, excess]).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -136,6 +129,7 @@ class Normalizer:
 
     def apply(self, raw: FloatMatrix) -> FloatMatrix:
         z = (raw.astype(np.float64) - self.mean) / self.scale
+        z[:, _CONTEXT_INDEX] = 0.0
         return np.clip(z, -CLIP, CLIP).astype(np.float32)
 
     def to_dict(self) -> dict[str, Any]:

@@ -2,8 +2,12 @@
 
 Model 1 (unsupervised): a dense autoencoder over normalized features, trained on healthy
 readings; score = mean squared reconstruction error; per-feature errors name the sensors that
-drive the score. Model 2 (supervised): a 1-D convolution over per-car windows that predicts
-whether any failure mode is active.
+drive the score. Model 2 (supervised): a dense classifier of one reading's features (which
+include the car's previous reading's coolant) that predicts whether any failure mode is active;
+its score is ``-log(1 - p)`` computed from the logit (it keeps growing where p rounds to 1),
+so the live scorer needs no more per-car state than the autoencoder. (The 1-D convolution over
+per-car windows, ``window_classifier``, stays for offline comparison: live, it would need each
+car's last readings.)
 """
 
 from __future__ import annotations
@@ -47,6 +51,30 @@ def window_classifier(window: int, channels: int, filters: int = 32) -> keras.Mo
         metrics=[keras.metrics.AUC(name="auc")],
     )
     return model
+
+
+def reading_classifier(features: int, hidden: int = 64, noise: float = 0.2) -> keras.Model:
+    """Dense classifier of one reading; outputs a logit. Gaussian input noise (training only)
+    keeps its boundary away from the edge of what healthy training cars showed."""
+    inputs = keras.Input(shape=(features,), name="features")
+    x = keras.layers.GaussianNoise(noise)(inputs)
+    x = keras.layers.Dense(hidden, activation="relu")(x)
+    x = keras.layers.Dense(hidden, activation="relu")(x)
+    outputs = keras.layers.Dense(1, name="logit")(x)
+    model = keras.Model(inputs, outputs, name="reading_classifier")
+    model.compile(
+        optimizer=keras.optimizers.Adam(2e-3),
+        loss=keras.losses.BinaryCrossentropy(from_logits=True),
+    )
+    return model
+
+
+def classifier_scores(model: Any, features: FloatMatrix) -> npt.NDArray[np.float64]:
+    """``-log(1 - p)`` of the failing class per reading, from the logit: softplus(logit)."""
+    if len(features) == 0:
+        return np.zeros(0)
+    logit = predict(model, features).reshape(-1).astype(np.float64)
+    return np.logaddexp(0.0, logit)
 
 
 def reconstruction_errors(model: Any, features: FloatMatrix, batch: int = 8192) -> FloatMatrix:

@@ -110,7 +110,12 @@ def download(settings: Settings, name: str, version: str, dest: Path) -> Path:
 
 @dataclass
 class LoadedModel:
-    """What the scorer needs of a version, loaded in memory."""
+    """What the scorer needs of a version, loaded in memory.
+
+    ``scores`` is the one scoring path of the live scorer and of every evaluation: the
+    autoencoder's mean squared error, or, when the card's ``decision`` is "combined", the
+    larger of the autoencoder's error and the classifier's score, each divided by its scale
+    (so 1.0 on either is that model's own threshold)."""
 
     name: str
     version: str
@@ -118,13 +123,37 @@ class LoadedModel:
     normalizer: Normalizer
     threshold: float
     card: dict[str, Any]
+    classifier: Any = None
 
-    def scores(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(score per reading, per-feature errors)."""
-        from ml.models import reconstruction_errors
+    @property
+    def decision(self) -> dict[str, Any] | None:
+        decision = self.card.get("decision")
+        if decision and decision.get("model") == "combined" and self.classifier is not None:
+            return dict(decision)
+        return None
+
+    def parts(self, features: np.ndarray) -> dict[str, np.ndarray]:
+        """Each model's score per reading, "combined" when the card says so, and "errors"
+        (the autoencoder's per-feature errors)."""
+        from ml.models import classifier_scores, reconstruction_errors
 
         errors = reconstruction_errors(self.autoencoder, features)
-        return errors.mean(axis=1), errors
+        out = {"autoencoder": errors.mean(axis=1).astype(np.float64), "errors": errors}
+        if self.classifier is not None:
+            out["classifier"] = classifier_scores(self.classifier, features)
+        decision = self.decision
+        if decision is not None:
+            out["combined"] = np.maximum(
+                out["autoencoder"] / decision["autoencoder_scale"],
+                out["classifier"] / decision["classifier_scale"],
+            )
+        return out
+
+    def scores(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(the deciding score per reading, the autoencoder's per-feature errors)."""
+        parts = self.parts(features)
+        key = "combined" if "combined" in parts else "autoencoder"
+        return parts[key], parts["errors"]
 
 
 def load_dir(directory: Path, name: str, version: str) -> LoadedModel:
@@ -133,7 +162,10 @@ def load_dir(directory: Path, name: str, version: str) -> LoadedModel:
     data = json.loads((directory / CARD).read_text())
     normalizer = Normalizer.from_dict(json.loads((directory / "normalization.json").read_text()))
     ae = keras.saving.load_model(directory / "autoencoder.keras", compile=False)
-    return LoadedModel(name, version, ae, normalizer, float(data["threshold"]), data)
+    classifier = None
+    if (data.get("decision") or {}).get("model") == "combined":
+        classifier = keras.saving.load_model(directory / "classifier.keras", compile=False)
+    return LoadedModel(name, version, ae, normalizer, float(data["threshold"]), data, classifier)
 
 
 def load(settings: Settings, name: str, version: str) -> LoadedModel:
@@ -155,8 +187,46 @@ def announcement(settings: Settings, name: str, version: str) -> dict[str, Any]:
     }
 
 
-def promote(settings: Settings, name: str, version: str) -> dict[str, Any]:
-    """Publish the announcement keyed by model name; returns it once the broker has it."""
+def write_card(settings: Settings, name: str, version: str, data: dict[str, Any]) -> None:
+    """Replace a version's card (its files stay as they are): a calibration on promotion."""
+    blob = clients.gcs_bucket(settings).blob(version_prefix(settings, name, version) + CARD)
+    blob.upload_from_string(json.dumps(data, indent=1, default=float))
+
+
+def calibrate_on_live(settings: Settings, name: str, version: str) -> dict[str, Any] | None:
+    """Calibrate the version's threshold to ``ml.false_alarms_per_1000_car_hours`` on the live
+    fleet's newest ``ml.calibration_hours`` of telemetry in Kafka and record it in its card.
+    None (the card's threshold stays) when there is no telemetry to calibrate on."""
+    from ml import calibration
+    from ml.kafka_source import ShortReadError, read_slice
+
+    try:
+        columns, info = read_slice(settings, None, None, settings.ml.stream_timeout_ms)
+    except ShortReadError as exc:
+        log.warning("no live telemetry to calibrate on; threshold kept", error=str(exc))
+        return None
+    recent, interval = calibration.recent_by_car(columns, settings.ml.calibration_hours)
+    model = load(settings, name, version)
+    budget = settings.ml.false_alarms_per_1000_car_hours
+    result = calibration.calibrate_model(model, recent, interval, budget)
+    result["data"] = {
+        "source": "kafka",
+        "topic": info.topic,
+        "first_event_ms": int(recent["event_time"].min()),
+        "last_event_ms": int(recent["event_time"].max()),
+        "interval_ms": interval,
+    }
+    calibration.apply(model, result)
+    write_card(settings, name, version, model.card)
+    log.info("calibrated on promotion", name=name, version=version, threshold=model.threshold)
+    return model.card
+
+
+def promote(settings: Settings, name: str, version: str, calibrate: bool = False) -> dict[str, Any]:
+    """Publish the announcement keyed by model name; returns it once the broker has it. With
+    ``calibrate``, the threshold is first calibrated on the live fleet (calibrate_on_live)."""
+    if calibrate:
+        calibrate_on_live(settings, name, version)
     record = announcement(settings, name, version)
     producer = clients.kafka_producer(settings)
     errors: list[str] = []

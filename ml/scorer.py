@@ -3,12 +3,10 @@
 The loop: poll a batch -> decode it in bulk (``fleet.bulk_avro``, numpy over the concatenated
 messages) -> features -> autoencoder (one vectorized call) -> encode the anomaly events in bulk
 -> produce keyed by car id (idempotent producer) -> wait for delivery -> commit the batch's
-offsets. The coolant-rise features need each car's previous reading: the scorer carries each
-car's newest coolant value between batches (in memory; after a restart a car's first reading
-is scored without it, as a car's very first reading is). A crash between delivery and commit
-re-scores that batch on restart; each event names the reading it scores (car id, seq, event
-time), so a duplicate is recognised as one downstream: the twin keeps a reading's first score
-(a re-score after a restart may differ slightly, lacking the previous reading's coolant).
+offsets. Every feature is a function of the reading alone (ml/features.py), so the scorer keeps
+no per-car state: a crash between delivery and commit re-scores that batch on restart with
+identical scores; each event names the reading it scores (car id, seq, event time), so a
+duplicate is recognised as one downstream: the twin keeps a reading's first score.
 
 Models: the scorer follows ``settings.ml.model_name`` on the compacted models topic. At start
 it reads that topic to its end and loads the latest promoted version (waiting for one if there
@@ -153,8 +151,6 @@ class Scorer:
         self.settings = settings
         self.decoder = TelemetryBatchDecoder()
         self.encoder = AnomalyBatchEncoder()
-        # Per car, its newest reading's coolant: the previous reading of the next batch's first.
-        self.carry: ft.Carry = {}
         self._keys: dict[str, bytes] = {}
         self.model: registry.LoadedModel | None = None
         self.scored = 0
@@ -199,14 +195,13 @@ class Scorer:
         offsets: dict[tuple[str, int], int] = {}
         for m in messages:  # messages of a partition arrive in offset order
             offsets[(str(m.topic()), int(m.partition() or 0))] = int(m.offset() or 0) + 1
-        batch, payloads, verdict, carry = self.compute([m.value() or b"" for m in messages])
+        batch, payloads, verdict = self.compute([m.value() or b"" for m in messages])
         for i, exc in batch.errors:
             UNDECODABLE.inc()
             log.warning("undecodable telemetry", offset=messages[i].offset(), error=str(exc))
         n, anomalies = len(batch), int(verdict.sum())
         if n:
             self._produce(producer, batch.columns["car_id"].tolist(), payloads)
-            self.carry = carry  # only once the batch's scores are out
             now = time.time()
             appended = np.array([messages[i].timestamp()[1] for i in batch.index.tolist()])
             for latency in np.maximum(0.0, now - appended / 1000.0).tolist():
@@ -230,17 +225,15 @@ class Scorer:
 
     def compute(
         self, values: list[bytes]
-    ) -> tuple[DecodedBatch, list[bytes], npt.NDArray[np.bool_], ft.Carry]:
+    ) -> tuple[DecodedBatch, list[bytes], npt.NDArray[np.bool_]]:
         """The pure part of a batch: messages -> (decoded, anomaly event payloads in decoded
-        order, verdicts, the carry after it). Touches no server and no scorer state."""
+        order, verdicts). Touches no server and no scorer state."""
         model = self.model
         assert model is not None
         batch = self.decoder.decode(values)
         if not len(batch):
-            return batch, [], np.zeros(0, bool), self.carry
+            return batch, [], np.zeros(0, bool)
         columns = batch.columns
-        previous, carry = ft.previous_coolant(columns, self.carry)
-        columns[ft.PREVIOUS_COOLANT] = previous
         x = ft.transform(columns, model.normalizer)
         scores, errors = model.scores(x)
         k = min(self.settings.ml.top_sensors, errors.shape[1])
@@ -260,7 +253,7 @@ class Scorer:
             names=model.normalizer.names,
             scored_at=int(time.time() * 1000),
         )
-        return batch, payloads, verdict, carry
+        return batch, payloads, verdict
 
     def _produce(self, producer: Any, cars: list[str], payloads: list[bytes]) -> None:
         """Produce keyed by car id and wait until every event is acknowledged (acks=all)."""

@@ -41,6 +41,9 @@ class TrainConfig:
     supervised: bool = True
     supervised_epochs: int = 8
     window: int = 8
+    #: Which score decides live when a classifier is trained: "combined" (the larger of the
+    #: two models' scores, each over its own threshold) or "autoencoder" alone.
+    decision: Literal["autoencoder", "combined"] = "combined"
     seed: int = 0
     progress: bool = True
 
@@ -118,6 +121,16 @@ class Calibration:
         return np.interp(np.asarray(scores, float), q, self.GRID[unique])
 
 
+def combined_decision(autoencoder_scale: float, classifier_scale: float) -> dict[str, Any]:
+    """The card's ``decision``: score = max(autoencoder / its scale, classifier / its scale)."""
+    return {
+        "model": "combined",
+        "score": "max(autoencoder error / autoencoder_scale, classifier score / classifier_scale)",
+        "autoencoder_scale": float(autoencoder_scale),
+        "classifier_scale": float(classifier_scale),
+    }
+
+
 def train(
     columns: Columns,
     config: TrainConfig,
@@ -187,17 +200,14 @@ def train(
     }
     (out_dir / "normalization.json").write_text(json.dumps(normalizer.to_dict(), indent=1))
 
-    # Model 2: the supervised window classifier (needs labels).
+    # Model 2: the supervised classifier of one reading (needs labels).
     classifier = None
     if config.supervised and labelled and truth.any() and (~truth).any():
-        order = ft.car_order(columns)
-        w = ft.windows(x, columns["car_id"], order, config.window, raw)
-        y = truth[order].astype(np.float32)
-        val_sorted = in_validation[order]
-        classifier = models.window_classifier(config.window, w.shape[2])
+        train_rows = ~in_validation
+        classifier = models.reading_classifier(x.shape[1])
         classifier.fit(
-            w[~val_sorted],
-            y[~val_sorted],
+            x[train_rows],
+            truth[train_rows].astype(np.float32),
             epochs=config.supervised_epochs,
             batch_size=config.batch_size,
             shuffle=True,
@@ -207,17 +217,25 @@ def train(
                 ProgressCallback.make(config.supervised_epochs, "classifier", config.progress),
             ],
         )
-        val_prob = models.predict(classifier, w[val_sorted]).ravel()
-        val_y = y[val_sorted].astype(bool)
+        val_cl = models.classifier_scores(classifier, x[in_validation])
+        healthy_cl = val_cl[~val_truth] if (~val_truth).any() else val_cl
+        cl_scale = float(np.percentile(healthy_cl, config.percentile))
         card["classifier"] = {
-            "window": config.window,
-            "threshold": ev.best_f1_threshold(val_prob, val_y)
-            if val_y.any() and (~val_y).any()
-            else 0.5,
+            "kind": "dense classifier of one reading's features",
+            "score": "-log(1 - p), p the probability that a failure is active",
+            "threshold": cl_scale,
+            "threshold_method": f"{config.percentile:g}th percentile of healthy validation",
         }
-        card["calibration"]["classifier"] = Calibration.fit(val_prob[~val_y]).quantiles.tolist()
+        card["calibration"]["classifier"] = Calibration.fit(healthy_cl).quantiles.tolist()
         classifier.save(out_dir / "classifier.keras")
         card["files"].append("classifier.keras")
+        if config.decision == "combined":
+            card["decision"] = combined_decision(threshold, cl_scale)
+            card["autoencoder_threshold"] = threshold
+            card["threshold"] = 1.0
+            card["threshold_method"] = (
+                f"each model at its {config.percentile:g}th percentile of healthy validation"
+            )
 
     if eval_columns is not None and ft.has_labels(eval_columns):
         card["evaluation"] = evaluate_models(ae, classifier, normalizer, card, eval_columns)
@@ -234,24 +252,14 @@ def score_all(
     card: Mapping[str, Any],
     columns: Columns,
 ) -> dict[str, npt.NDArray[Any]]:
-    """Scores of every model on ``columns`` (in their original order)."""
-    from ml import models
+    """Scores of every model on ``columns`` (in their original order); "combined" is the
+    live scorer's score (registry.LoadedModel.parts)."""
+    from ml import registry
 
-    raw = ft.raw_features(columns)
-    x = normalizer.apply(raw)
-    out: dict[str, npt.NDArray[Any]] = {
-        "autoencoder": models.reconstruction_errors(ae, x).mean(axis=1)
-    }
-    if classifier is not None:
-        order = ft.car_order(columns)
-        w = ft.windows(x, columns["car_id"], order, card["classifier"]["window"], raw)
-        prob = np.empty(len(x), np.float64)
-        prob[order] = models.predict(classifier, w).ravel()
-        out["classifier"] = prob
-        ae_cal = Calibration(np.asarray(card["calibration"]["autoencoder"]))
-        cl_cal = Calibration(np.asarray(card["calibration"]["classifier"]))
-        out["combined"] = np.maximum(ae_cal(out["autoencoder"]), cl_cal(prob))
-    return out
+    model = registry.LoadedModel(
+        card["name"], "evaluation", ae, normalizer, float(card["threshold"]), dict(card), classifier
+    )
+    return model.parts(ft.transform(columns, normalizer))
 
 
 def evaluate_models(
@@ -265,17 +273,19 @@ def evaluate_models(
     truth = ft.labels(columns)
     modes = ft.mode_matrix(columns)
     scores = score_all(ae, classifier, normalizer, card, columns)
-    thresholds = {"autoencoder": card["threshold"]}
+    thresholds = {"autoencoder": card.get("autoencoder_threshold", card["threshold"])}
     if classifier is not None:
         thresholds["classifier"] = card["classifier"]["threshold"]
-        # Combined: alarm when either calibrated score passes the 1 - 0.5% point of healthy.
-        thresholds["combined"] = 0.995
+    if "combined" in scores:
+        thresholds["combined"] = card["threshold"]
     result: dict[str, Any] = {
         "readings": len(truth),
         "cars": len(np.unique(columns["car_id"].astype(str))),
         "failing_share": float(truth.mean()),
     }
     for model, score in scores.items():
+        if model == "errors":
+            continue
         result[model] = ev.evaluate(
             score,
             thresholds[model],

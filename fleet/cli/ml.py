@@ -135,7 +135,7 @@ def train(
         console.print(evaluation_table(card["evaluation"]))
     console.print(f"threshold {card['threshold']:.4g}; uploaded {uri}")
     if promote:
-        registry.promote(settings, name, version)
+        registry.promote(settings, name, version, settings.ml.calibrate_on_promotion)
         console.print(f"promoted {name} {version}")
     typer.echo(version)
 
@@ -196,12 +196,25 @@ def models_(
 
 
 @ml_app.command("promote")
-def promote_(name: str, version: str) -> None:
+def promote_(
+    name: str,
+    version: str,
+    calibrate: Annotated[
+        bool | None,
+        typer.Option(
+            help="calibrate the threshold to ml.false_alarms_per_1000_car_hours on the live "
+            "fleet's recent telemetry first [default: ml.calibrate_on_promotion]"
+        ),
+    ] = None,
+) -> None:
     """Announce NAME VERSION on the compacted models topic: running scorers switch to it."""
     from ml import registry
 
+    settings = load_settings()
+    if calibrate is None:
+        calibrate = settings.ml.calibrate_on_promotion
     try:
-        record = registry.promote(load_settings(), name, version)
+        record = registry.promote(settings, name, version, calibrate)
     except registry.RegistryError as exc:
         raise CliError(str(exc)) from exc
     typer.echo(f"promoted {name} {version} ({record['artifact_uri']})")
