@@ -267,6 +267,7 @@ class Demo:
             env={
                 "FLEET_ML_STREAM_TIMEOUT_MS": os.environ.get("FLEET_ML_STREAM_TIMEOUT_MS", "5000")
             },
+            background=True,  # the live twins come first; a first model may take longer
         )
         self.reporter.note(
             f"{snapshot.readings:,} readings in Kafka: training a first model from them "

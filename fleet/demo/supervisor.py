@@ -35,6 +35,13 @@ def _die_with_parent() -> None:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def _background_job() -> None:
+    """`_die_with_parent`, and at the lowest CPU priority: a job that must not slow the
+    services that keep the twins fresh (the trainer: TensorFlow takes every core it gets)."""
+    _die_with_parent()
+    os.nice(19)
+
+
 def fleet_command(*args: str) -> list[str]:
     """The `fleet` command line in this interpreter (works without the console script)."""
     return [sys.executable, "-m", "fleet", *args]
@@ -53,6 +60,7 @@ class Child:
     stopped: bool = False  # stopped on purpose (not a failure)
     env: dict[str, str] = field(default_factory=dict)  # on top of the supervisor's
     pids_seen: set[int] = field(default_factory=set)
+    background: bool = False  # runs at the lowest CPU priority
 
     @property
     def pid(self) -> int | None:
@@ -98,7 +106,12 @@ class Supervisor:
         log_dir.mkdir(parents=True, exist_ok=True)
 
     def start(
-        self, name: str, argv: list[str], service: bool = True, env: dict[str, str] | None = None
+        self,
+        name: str,
+        argv: list[str],
+        service: bool = True,
+        env: dict[str, str] | None = None,
+        background: bool = False,
     ) -> Child:
         child = self.children.get(name)
         if child is None:
@@ -106,6 +119,7 @@ class Supervisor:
             self.children[name] = child
         child.argv = argv
         child.env = env or {}
+        child.background = background
         self._spawn(child)
         return child
 
@@ -120,7 +134,8 @@ class Supervisor:
                 # Its own process group: the terminal's Ctrl-C reaches the demo only, which
                 # then stops the children in order.
                 process_group=0,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 (one C call, no imports)
+                # C calls only, no imports: safe before exec in a threaded parent.
+                preexec_fn=_background_job if child.background else _die_with_parent,  # noqa: PLW1509
             )
         child.started_at = time.monotonic()
         child.exit_code = None

@@ -53,6 +53,25 @@ def test_a_job_ends_without_restart(tmp_path: Path) -> None:
     assert supervisor.check() == []
 
 
+def test_a_background_job_runs_at_the_lowest_priority_and_services_do_not(
+    tmp_path: Path,
+) -> None:
+    supervisor = Supervisor(tmp_path, {})
+    show = [PY, "-c", "import os; print('niceness', os.nice(0))"]
+    supervisor.start("trainer", show, service=False, background=True)
+    supervisor.start("job", show, service=False)
+    wait_for(lambda: len(supervisor.check()) or None, 30, "a job to end")
+    wait_for(
+        lambda: (
+            all(c.exit_code is not None for c in supervisor.children.values()) or supervisor.check()
+        ),
+        30,
+        "both jobs to end",
+    )
+    assert "niceness 19" in supervisor.children["trainer"].log_file.read_text()
+    assert f"niceness {psutil.Process().nice()}" in supervisor.children["job"].log_file.read_text()
+
+
 def test_stop_terms_then_kills_and_leaves_no_descendant(tmp_path: Path) -> None:
     supervisor = Supervisor(tmp_path, {})
     polite = supervisor.start("polite", [PY, "-c", SLEEPER])
