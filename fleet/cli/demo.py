@@ -12,6 +12,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 
 from fleet.cli.context import CliError, load_settings, simulation_config
+from fleet.cli.fleet_options import FailingShareOpt, ProfileOpt
 from fleet.demo.observe import Snapshot
 from fleet.demo.platform import Demo, DemoFailed, DemoOptions, Reporter
 from fleet.demo.supervisor import Child
@@ -101,13 +102,8 @@ def demo(  # noqa: PLR0917 (a command with many options)
     steps: Annotated[
         int | None, typer.Option(min=1, help="readings per car (default: until stopped)")
     ] = None,
-    profile: Annotated[
-        str, typer.Option(help="the simulated fleet: fleet (realistic) or seed (the original's)")
-    ] = "fleet",
-    failing_share: Annotated[
-        float | None,
-        typer.Option(help="fleet: share of cars with an active failure [default: 0.03]"),
-    ] = None,
+    profile: ProfileOpt = "fleet",
+    failing_share: FailingShareOpt = None,
     failure_rate: Annotated[
         float | None,
         typer.Option(min=0, help="seed: failure-chance multiplier [default: 1]"),

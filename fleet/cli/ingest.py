@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from fleet.cli.context import CliError, load_settings, simulation_config
+from fleet.cli.fleet_options import FailingShareOpt, ProfileOpt
 
 ingest_app = typer.Typer()
 
@@ -174,17 +175,8 @@ def simulate(  # noqa: PLR0915, PLR0917 (a command with many options)
     duration: Annotated[
         float | None, typer.Option(min=0, help="simulated seconds (instead of --steps)")
     ] = None,
-    profile: Annotated[
-        str,
-        typer.Option(
-            help="fleet: failures come, develop and get repaired; "
-            "seed: the original demo's per-step rules (its CSV)"
-        ),
-    ] = "fleet",
-    failing_share: Annotated[
-        float | None,
-        typer.Option(help="fleet: share of cars with an active failure [default: 0.03]"),
-    ] = None,
+    profile: ProfileOpt = "fleet",
+    failing_share: FailingShareOpt = None,
     repair_hours: Annotated[
         float | None,
         typer.Option(help="fleet: mean hours from a failure to its repair [default: 6]"),

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fleet.cli.context import CliError, load_settings, simulation_config
+from fleet.cli.fleet_options import FailingShareOpt, ProfileOpt
 
 ml_app = typer.Typer(help="Anomaly models: train from Kafka, registry in GCS, live scoring.")
 console = Console(stderr=True)
@@ -42,13 +43,8 @@ def train(
     eval_steps: Annotated[int, typer.Option()] = 60,
     eval_seed: Annotated[int, typer.Option(help="held-out seed (differs from training)")] = 1001,
     eval_first_car: Annotated[int, typer.Option(help="held-out car ids start here")] = 1_000_001,
-    profile: Annotated[
-        str, typer.Option(help="simulated fleets (source and held-out): fleet or seed")
-    ] = "fleet",
-    failing_share: Annotated[
-        float | None,
-        typer.Option(help="fleet: share of cars with an active failure [default: 0.03]"),
-    ] = None,
+    profile: ProfileOpt = "fleet",  # the source fleet and the held-out one
+    failing_share: FailingShareOpt = None,
     failure_rate: Annotated[
         float | None, typer.Option(help="seed: failure-rate multiplier [default: 0.3]")
     ] = None,
