@@ -18,10 +18,10 @@ from typing import Any
 import polars as pl
 from pymongo.database import Database
 
-from fleet.contract import SENSORS
 from lake.reader import Lake
-from twin.history import Document, Kind
+from twin.history import Document, Kind, to_document
 from twin.history import car_history as collection_history
+from twin.project import Raw
 
 #: Lake dataset -> the history document kind of its events.
 DATASETS: dict[str, Kind] = {"telemetry": "reading", "anomalies": "score"}
@@ -33,30 +33,14 @@ def horizon(retention_days: float, now: dt.datetime) -> dt.datetime | None:
 
 
 def lake_documents(frame: pl.DataFrame, kind: Kind, topic: str) -> list[Document]:
-    """Lake rows of one dataset as history documents (pure)."""
+    """Lake rows of one dataset as history documents (pure): a lake row is the event's record
+    with its Kafka position beside it."""
     out: list[Document] = []
     for row in frame.to_dicts():
-        doc: Document = {
-            # Naive UTC, as the collection's documents come back (pymongo's default).
-            "t": dt.datetime.fromtimestamp(row["event_time"] / 1000, dt.UTC).replace(tzinfo=None),
-            "car": row["car_id"],
-            "kind": kind,
-            "seq": row["seq"],
-            "topic": topic,
-            "partition": row["kafka_partition"],
-            "offset": row["kafka_offset"],
-            "source": "lake",
-        }
-        if kind == "reading":
-            doc.update((name, row[name]) for name in SENSORS)
-        else:
-            doc.update(
-                score=row["score"],
-                threshold=row["threshold"],
-                is_anomaly=row["is_anomaly"],
-                model=f"{row['model_name']}:{row['model_version']}",
-                top_sensors=[s["sensor"] for s in row["top_sensors"] or []],
-            )
+        where = Raw(topic, row["kafka_partition"], row["kafka_offset"], b"", b"")
+        doc = to_document(kind, row, where)
+        doc["t"] = doc["t"].replace(tzinfo=None)  # naive UTC, as the collection's come back
+        doc["source"] = "lake"
         out.append(doc)
     return out
 
