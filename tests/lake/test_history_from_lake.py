@@ -66,28 +66,24 @@ def test_a_range_past_the_retention_reads_the_older_part_from_the_lake(
             "the recent readings and scores in the history collection",
         )
 
+    def history_since_the_oldest() -> list[dict]:
+        return car_history(
+            database,
+            settings.twin.history_collection,
+            CAR,
+            to_dt(old[0]),
+            lake=Lake(settings),
+            retention_days=7,
+            topics={"telemetry": settings.topics.telemetry, "anomalies": anomalies},
+        )
+
     # The collection holds everything so far: its range is answered without the lake.
-    whole = car_history(
-        database,
-        settings.twin.history_collection,
-        CAR,
-        to_dt(old[0]),
-        lake=Lake(settings),
-        retention_days=7,
-    )
+    whole = history_since_the_oldest()
     assert len(whole) == 60 and not any(e.get("source") == "lake" for e in whole)
     # What the collection's TTL monitor does in its own time: the older ones expire.
     expired = collection.delete_many({"car": CAR, "t": {"$lt": to_dt(now - 7 * DAY_MS)}})
     assert expired.deleted_count == 36  # 30 readings and 6 scores
-    events = car_history(
-        database,
-        settings.twin.history_collection,
-        CAR,
-        to_dt(old[0]),
-        lake=Lake(settings),
-        retention_days=7,
-        topics={"telemetry": settings.topics.telemetry, "anomalies": anomalies},
-    )
+    events = history_since_the_oldest()
     readings = [e for e in events if e["kind"] == "reading"]
     scores = [e for e in events if e["kind"] == "score"]
     assert [r["seq"] for r in readings] == list(range(50))  # each once, oldest first
