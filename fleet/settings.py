@@ -215,8 +215,8 @@ class TwinSettings(BaseModel):
         True,
         description="where the server has them (a replica set or mongos; secantusd-rs), write "
         "each chunk in one multi-document transaction: one journal flush instead of one per "
-        "twin, half the server's CPU per twin (bench/results/twin_write.md). After a kill -9 "
-        "mid-write, the orphaned transaction holds its twins until the server ends it "
+        "twin, a third to half less server CPU per twin (bench/results/twin_write.md). After a "
+        "kill -9 mid-write, the orphaned transaction holds its twins until the server ends it "
         "(mongodb.transaction_lifetime_seconds on the local stack; MongoDB: 60 s)",
     )
     max_backoff: float = Field(30.0, gt=0, description="longest wait between retries (s)")
