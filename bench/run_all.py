@@ -65,11 +65,40 @@ BENCHES: dict[str, Bench] = {
     "ml_ingest": Bench("ml_ingest.py", quick=("--size", "10000")),
     "ml_evaluate": Bench(
         "ml_evaluate.py",
-        quick=("--cars", "200", "--eval-cars", "100", "--steps", "30", "--epoch-size", "50000"),
+        quick=(
+            "--train-cars",
+            "100",
+            "--train-hours",
+            "2",
+            "--eval-cars",
+            "100",
+            "--eval-hours",
+            "1",
+            "--slice-cars",
+            "100",
+            "--calibration-cars",
+            "100",
+            "--calibration-hours",
+            "1",
+            "--epochs",
+            "1",
+            "--supervised-epochs",
+            "1",
+            "--epoch-size",
+            "50000",
+        ),
     ),
     "ui": Bench("ui_render.py", quick=("--size", "1000", "--runs", "1")),
     # Our projector beside Quix Streams (installed on first run into its own venv).
     "peer": Bench("peer.py", quick=("--quick",)),
+    # The projector in the live regime; how a twin is written; the whole platform over MQTT;
+    # the projector's lag during a default `fleet demo`.
+    "twin_live": Bench(
+        "twin_live.py", quick=("--cars", "2000", "--rates", "200", "--seconds", "10")
+    ),
+    "twin_write": Bench("twin_write.py", quick=("--twins", "200", "--rounds", "2")),
+    "e2e": Bench("e2e.py", quick=("--cars", "2000", "--rates", "200", "--seconds", "20")),
+    "demo": Bench("demo_lag.py", quick=("--minutes", "1")),
 }
 
 

@@ -27,7 +27,7 @@ def bench(
         str | None,
         typer.Option(
             help="comma-separated subset: ingest, lake, twin, ml_score, ml_ingest, ml_evaluate, "
-            "ui, peer"
+            "ui, peer, twin_live, twin_write, e2e, demo"
         ),
     ] = None,
     quick: Annotated[
