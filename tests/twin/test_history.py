@@ -18,6 +18,7 @@ from fleet.waiting import wait_for
 from tests.twin.factories import T0, reading, score
 from tests.twin.kafka_helpers import cli_env, produce, running_history, with_twin
 from twin.history import (
+    BATCH_EVENTS,
     car_history,
     ensure_collections,
     positions_collection,
@@ -144,7 +145,9 @@ def test_retention_is_set_on_the_time_series_collection(fresh_settings: Settings
 def test_kill_9_and_restart_show_no_reading_twice(
     keep_all: Settings, stack_env: dict[str, str], tmp_path: Path
 ) -> None:
-    total = 20_000
+    # Several of the projection's batches (twin.history.BATCH_EVENTS each), so that a kill
+    # after the first insert lands mid-way: with one batch, everything was in at once.
+    total = 3 * BATCH_EVENTS
     produce(keep_all, [reading(f"car{i % 100}", seq=i // 100) for i in range(total)])
     env = cli_env(stack_env, keep_all) | {"FLEET_TWIN_HISTORY_RETENTION_DAYS": "0"}
     log = (tmp_path / "history.log").open("w")
