@@ -188,6 +188,13 @@ class TwinSettings(BaseModel):
         description="caught up, a batch takes no more cars than can be written in this long, so "
         "the newest readings reach their twins within about this (freshness first)",
     )
+    score_wait_seconds: float = Field(
+        0.5,
+        ge=0,
+        description="caught up and with scores flowing, a car's newest reading waits up to this "
+        "long for its anomaly score, so both reach the twin in one write (half the twin writes "
+        "per reading); 0: write readings at once",
+    )
     batch_seconds: float = Field(
         180.0,
         gt=0,
@@ -255,7 +262,9 @@ class MlSettings(BaseModel):
     registry_prefix: str = Field("models", description="models/<name>/<version>/ in the bucket")
     model_name: str = Field("fleet-autoencoder", description="the model the scorer follows")
     batch_size: int = Field(5000, description="readings the scorer polls and scores at once")
-    poll_timeout: float = 0.5  # seconds the scorer waits for a batch to fill
+    # Seconds the scorer waits for a batch to fill: short, because the projector holds a
+    # reading back until its score comes (twin.score_wait_seconds).
+    poll_timeout: float = 0.1
     top_sensors: int = 3  # contributing sensors named in each anomaly event
     stream_timeout_ms: int = Field(
         10_000, description="training read from Kafka ends after this long without messages"

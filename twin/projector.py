@@ -35,6 +35,7 @@ from twin.chunk import CarEvents, Chunk, ChunkDecoder
 from twin.events import Kind
 from twin.fold_columns import fold_car, judge_first_readings
 from twin.project import Applied, Raw, apply_batch, chunks_by_car, poll
+from twin.score_wait import ScoreWait
 
 log = get_logger("twin.projector")
 T = TypeVar("T")
@@ -161,9 +162,13 @@ class Projector:
         self.changes = ChangeEmitter(settings) if settings.twin.emit_changes else None
         # Cars per batch: as many as fit in `batch_seconds` (big batches give each car many
         # events per write; a batch must end well within max.poll.interval.ms).
-        self.sizer = BatchSizer(settings.twin.batch_seconds, settings.twin.max_staleness_seconds)
+        twin = settings.twin
+        self.sizer = BatchSizer(twin.batch_seconds, twin.max_staleness_seconds)
         self.transactions = False
-        self.cache = TwinCache(settings.twin.cache_mb * 2**20, self.collection.codec_options)
+        self.score_wait = ScoreWait(
+            settings.topics.telemetry, settings.topics.anomalies, twin.score_wait_seconds
+        )
+        self.cache = TwinCache(twin.cache_mb * 2**20, self.collection.codec_options)
 
     # --- retries -------------------------------------------------------------------------
 
@@ -235,10 +240,15 @@ class Projector:
             while not self.shutdown.requested:
                 max_cars = self.sizer.max_cars()
                 metrics.BATCH_MAX_CARS.set(max_cars)
-                batch = poll(consumer, twin.batch_size, twin.poll_timeout, max_cars)
+                timeout = twin.poll_timeout
+                if self.score_wait.held:  # come back in time to let them go
+                    timeout = min(timeout, self.score_wait.wait)
+                polled = poll(consumer, twin.batch_size, timeout, max_cars)
+                if polled:
+                    cars = len({raw.key for raw in polled})
+                    self.sizer.polled(len(polled), cars, twin.batch_size, max_cars)
+                batch = self.score_wait.split(polled, live=not self.sizer.behind)
                 if batch:
-                    cars = len({raw.key for raw in batch})
-                    self.sizer.polled(len(batch), cars, twin.batch_size, max_cars)
                     try:
                         started = time.perf_counter()
                         written = self.process(consumer, batch)
@@ -271,6 +281,9 @@ class Projector:
         offsets: dict[tuple[str, int], int] = {}
         for message in messages:
             offsets[(message.topic, message.partition)] = message.offset
+        for where, first in self.score_wait.first_held().items():
+            if where in offsets:  # not past a message still waiting for its score
+                offsets[where] = min(offsets[where], first - 1)
         self._follow_swap()
         written = self._apply_chunks(messages)
         # A rebuild that swapped in its collection while this batch was written into the old
@@ -404,6 +417,7 @@ class Projector:
         log.info("assigned", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions])
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.score_wait.drop((tp.topic, tp.partition) for tp in partitions)
         for tp in partitions:
             self._assigned.discard((tp.topic, tp.partition))
             self._next.pop((tp.topic, tp.partition), None)
