@@ -62,8 +62,12 @@ class TwinCache:
         """Remember the twin as stored now (call after the server confirmed the write)."""
         if self.max_bytes <= 0:
             return
-        car_id = twin["_id"]
-        encoded = bson.encode(twin, codec_options=self.codec_options)
+        self.put_encoded(twin["_id"], bson.encode(twin, codec_options=self.codec_options))
+
+    def put_encoded(self, car_id: str, encoded: bytes) -> None:
+        """`put` of a twin already encoded (as it was sent to the server)."""
+        if self.max_bytes <= 0:
+            return
         with self._lock:
             self._forget(car_id)
             if len(encoded) > self.max_bytes:

@@ -218,12 +218,13 @@ def apply_batch(
         # Outcomes first: if the twin write is lost (a crash, a race), the commands are folded
         # again from the same state and give the same outcomes, written again harmlessly.
         store.write_outcomes(collection, [o for found in commands.values() for o in found])
-        lost = store.write(collection, changes, transaction)
+        encoded: dict[str, bytes] = {}
+        lost = store.write(collection, changes, transaction, encoded)
         round_stats.cars_written = len(changes)
         if lost == 0:
             total += round_stats
             _report(written, changes, replayed, set(), commands)
-            _remember(cache, changes, set())
+            _remember(cache, encoded, set())
             return total
         # Some writes lost a race and the bulk result does not say which: look, and fold the
         # losers again from what is stored now (their applied events are no-ops there).
@@ -243,23 +244,21 @@ def apply_batch(
             round_stats.redelivered -= result.redelivered
         total += round_stats
         _report(written, changes, replayed, losers, commands)
-        _remember(cache, changes, losers)
+        _remember(cache, encoded, losers)
         pending = {car_id: pending[car_id] for car_id in losers}
         if not pending:
             return total
     raise RuntimeError(f"twins kept changing under us for {max_rounds} rounds")
 
 
-def _remember(
-    cache: TwinCache | None, changes: dict[str, tuple[Twin | None, Twin]], losers: set[str]
-) -> None:
-    """The written twins are the stored ones now; the losers' stored twins are someone else's."""
+def _remember(cache: TwinCache | None, encoded: dict[str, bytes], losers: set[str]) -> None:
+    """The written twins (as sent) are the stored ones now; the losers' are someone else's."""
     if cache is None:
         return
     cache.discard(losers)
-    for car_id, (_before, after) in changes.items():
+    for car_id, twin in encoded.items():
         if car_id not in losers:
-            cache.put(after)
+            cache.put_encoded(car_id, twin)
 
 
 def _report(

@@ -18,7 +18,9 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC
 from typing import Any
 
+import bson
 from bson.codec_options import CodecOptions
+from bson.raw_bson import RawBSONDocument
 from pymongo import ASCENDING, DESCENDING, IndexModel, InsertOne, ReplaceOne
 from pymongo.collection import Collection
 from pymongo.database import Database
@@ -101,6 +103,7 @@ def write(
     collection: Collection[Twin],
     changes: Mapping[str, tuple[Twin | None, Twin]],
     transaction: bool = False,
+    encoded: dict[str, bytes] | None = None,
 ) -> int:
     """Write each car's new twin if its stored twin is still the one it was folded from.
 
@@ -114,20 +117,28 @@ def write(
     nothing, so a lost insert race aborts it and every car of the chunk counts as lost; a
     write conflict with another transaction raises (TransientTransactionError): the caller
     backs off and retries the whole chunk.
+
+    Each twin is encoded here, once: ``encoded``, if given, receives its BSON (for the
+    projector's cache), and the server is sent those same bytes.
     """
     if not changes:
         return 0
-    operations: list[InsertOne[Twin] | ReplaceOne[Twin]] = []
+    operations: list[InsertOne[Any] | ReplaceOne[Any]] = []
+    options = collection.codec_options
     for car_id, (before, after) in changes.items():
+        document = bson.encode(after, codec_options=options)
+        if encoded is not None:
+            encoded[car_id] = document
+        twin = RawBSONDocument(document)  # sent as these bytes, not encoded again
         if before is None:
-            operations.append(InsertOne(after))  # a concurrent insert fails with duplicate key
+            operations.append(InsertOne(twin))  # a concurrent insert fails with duplicate key
         else:
             guard = {
                 "_id": car_id,
                 "revision": before["revision"],
                 "positions": before["positions"],
             }
-            operations.append(ReplaceOne(guard, after))
+            operations.append(ReplaceOne(guard, twin))
     if transaction:
         return _write_in_transaction(collection, operations)
     try:
@@ -143,7 +154,7 @@ def write(
 
 
 def _write_in_transaction(
-    collection: Collection[Twin], operations: list[InsertOne[Twin] | ReplaceOne[Twin]]
+    collection: Collection[Twin], operations: list[InsertOne[Any] | ReplaceOne[Any]]
 ) -> int:
     client = collection.database.client
     try:
