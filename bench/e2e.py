@@ -347,6 +347,7 @@ def run_rate(  # noqa: PLR0915 (one phase of the scenario, start to finish)
             for name in ("projector", "history", "archiver", "scorer")
         },
         "lag_series": lag_series,
+        "lag_growth_per_s": lag_growth(lag_series, publish_end - started),
         **{f"cpu_us_per_reading_{name}": round(v / total * 1e6, 1) for name, v in cpu.items()},
         "cpu_us_per_reading_total": round(sum(cpu.values()) / total * 1e6, 1),
         "twin_bytes_mean": round(float(np.mean(sizes))) if sizes else None,
@@ -354,6 +355,25 @@ def run_rate(  # noqa: PLR0915 (one phase of the scenario, start to finish)
         "load_average_1m_before_after": f"{load_before[0]:.1f} / {os.getloadavg()[0]:.1f}",
     }
     return figures, last_seq
+
+
+GROUPS = ("projector", "history", "archiver", "scorer")
+
+
+def lag_growth(series: list[dict[str, float]], until: float) -> dict[str, float | None]:
+    """How fast each consumer group's lag grew while the fleet published, in messages/s (the
+    least-squares slope of its samples): about 0 for a stage that keeps up, the offered rate
+    less what it sustains for one that does not (the projector and the archiver read readings
+    and scores: two messages a reading). The archiver's lag is a saw-tooth by design
+    (it commits when a segment is uploaded, lake.flush_seconds), so judge it over a long run."""
+    kept = [s for s in series if s["t"] <= until]
+    if len(kept) < 3:
+        return dict.fromkeys(GROUPS)
+    t = np.array([s["t"] for s in kept])
+    return {
+        name: round(float(np.polyfit(t, [s.get(name, 0) for s in kept], 1)[0]), 1)
+        for name in GROUPS
+    }
 
 
 def main() -> None:
@@ -486,7 +506,10 @@ COLUMNS = {
         f"{f['reading_to_score_on_twin_p50_s']} / {f['reading_to_score_on_twin_p99_s']}"
     ),
     "max lag: projector / history / archiver / scorer": lambda f: " / ".join(
-        str(f["lag_max"][n]) for n in ("projector", "history", "archiver", "scorer")
+        str(f["lag_max"][n]) for n in GROUPS
+    ),
+    "lag growth, messages/s while publishing: projector / history / archiver / scorer": lambda f: (
+        " / ".join(str(f.get("lag_growth_per_s", {}).get(n)) for n in GROUPS)
     ),
     "CPU µs per reading": lambda f: str(f["cpu_us_per_reading_total"]),
     "twin bytes mean / max": lambda f: f"{f['twin_bytes_mean']} / {f['twin_bytes_max']}",
@@ -530,9 +553,36 @@ def write_results(results: dict[str, Any], label: str) -> None:
                 for f in phases
             ],
         )
-        lines.append("")
+        picture = plot_lag(name, run)
+        lines += ["", f"Consumer lag over time: ![lag]({picture.name})", ""]
     (RESULTS / "e2e.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {path}")
+
+
+def plot_lag(name: str, run: dict[str, Any]) -> Path:
+    """Each consumer group's lag over time, a panel per rate, as a PNG beside e2e.md."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    phases = list(run["rates"].values())
+    figure, axes = plt.subplots(1, len(phases), figsize=(4.5 * len(phases), 3.2), squeeze=False)
+    for axis, phase in zip(axes[0], phases, strict=True):
+        series = phase["lag_series"]
+        for group in GROUPS:
+            axis.plot([s["t"] for s in series], [s.get(group, 0) for s in series], label=group)
+        axis.axvline(phase["seconds"], color="grey", linestyle=":", linewidth=1)
+        axis.set_title(f"{phase['rate_target_readings_per_s']:,} readings/s offered")
+        axis.set_xlabel("s since the first publish (dotted: the last)")
+    axes[0][0].set_ylabel("lag (readings)")
+    axes[0][0].legend(fontsize="small")
+    figure.suptitle(f"{name}: {run['mongodb_server']}, {run['date']}")
+    figure.tight_layout()
+    path = RESULTS / f"e2e-lag-{name}.png"
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+    return path
 
 
 if __name__ == "__main__":

@@ -129,7 +129,7 @@ def write(
         document = bson.encode(after, codec_options=options)
         if encoded is not None:
             encoded[car_id] = document
-        twin = RawBSONDocument(document)  # sent as these bytes, not encoded again
+        twin = _Encoded(document)  # sent as these bytes, not encoded again
         if before is None:
             operations.append(InsertOne(twin))  # a concurrent insert fails with duplicate key
         else:
@@ -151,6 +151,14 @@ def write(
         done = details.get("nInserted", 0) + details.get("nMatched", 0)
         return len(operations) - done
     return len(operations) - (result.inserted_count + result.matched_count)
+
+
+class _Encoded(RawBSONDocument):
+    """A twin's BSON, sent as it is. Always true: pymongo checks a replacement with `if
+    replacement`, and a RawBSONDocument's length decodes the whole document (~60 µs)."""
+
+    def __bool__(self) -> bool:
+        return True
 
 
 def _write_in_transaction(

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from fleet.cli.context import CliError, load_settings
 from fleet.contract import SENSORS
-from fleet.service import Shutdown
+from fleet.service import Shutdown, quiet_gc
 
 history_app = typer.Typer(
     help="Per-car history: every reading and score in a MongoDB time-series collection.",
@@ -37,7 +37,9 @@ def run() -> None:
     """Write every reading and score into the history collection until SIGTERM/Ctrl-C."""
     from twin.history import HistoryProjector
 
-    HistoryProjector(load_settings(), Shutdown().install()).run()
+    history = HistoryProjector(load_settings(), Shutdown().install())
+    quiet_gc()
+    history.run()
 
 
 def show(

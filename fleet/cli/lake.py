@@ -51,12 +51,14 @@ def _lake():  # type: ignore[no-untyped-def]
 @lake_app.command("run")
 def run() -> None:
     """Archive the telemetry and anomaly topics into the bucket, each event exactly once."""
-    from fleet.service import Shutdown, serve_metrics
+    from fleet.service import Shutdown, quiet_gc, serve_metrics
     from lake.archiver import Archiver
 
     settings = load_settings()
     serve_metrics(settings.lake.metrics_port)
-    Archiver(settings, Shutdown().install()).run()
+    archiver = Archiver(settings, Shutdown().install())
+    quiet_gc()
+    archiver.run()
 
 
 @lake_app.command("ls")

@@ -223,10 +223,12 @@ def score(
     ] = None,
 ) -> None:
     """Score the telemetry stream with the promoted model; stops cleanly on SIGTERM."""
-    from fleet.service import Shutdown, serve_metrics
+    from fleet.service import Shutdown, quiet_gc, serve_metrics
     from ml.scorer import Scorer
 
     settings = load_settings()
     shutdown = Shutdown().install()
     serve_metrics(metrics_port if metrics_port is not None else settings.ml.metrics_port)
-    Scorer(settings).run(shutdown)
+    scorer = Scorer(settings)
+    quiet_gc()
+    scorer.run(shutdown)

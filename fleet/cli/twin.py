@@ -14,7 +14,7 @@ from rich.table import Table
 
 from fleet.cli.context import CliError, load_settings
 from fleet.cli.history import show
-from fleet.service import Shutdown, serve_metrics
+from fleet.service import Shutdown, quiet_gc, serve_metrics
 
 twin_app = typer.Typer(
     help="Digital twins: one MongoDB document per car, projected from Kafka.",
@@ -50,7 +50,9 @@ def run(
     if updates:
         settings = settings.model_copy(update={"twin": settings.twin.model_copy(update=updates)})
     serve_metrics(settings.twin.metrics_port)
-    Projector(settings, Shutdown().install()).run()
+    projector = Projector(settings, Shutdown().install())
+    quiet_gc()
+    projector.run()
 
 
 # `fleet twin history CAR --since 1h`: the same as `fleet history show`.
