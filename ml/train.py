@@ -20,6 +20,7 @@ import numpy.typing as npt
 
 from fleet.logs import get_logger
 from ml import evaluate as ev
+from ml import faults
 from ml import features as ft
 
 log = get_logger("ml.train")
@@ -203,7 +204,10 @@ def train(
     # Model 2: the supervised classifier of one reading (needs labels).
     classifier = None
     if config.supervised and labelled and truth.any() and (~truth).any():
-        train_rows = ~in_validation
+        # A part degrading but still in spec reads as a healthy one: taught as failing, the
+        # classifier learned to doubt healthy readings too (its healthy tail, and so its
+        # calibrated threshold, rose above early faults). It learns healthy vs out of spec.
+        train_rows = ~in_validation & ~faults.in_spec_failing(columns, truth)
         classifier = models.reading_classifier(x.shape[1])
         classifier.fit(
             x[train_rows],
@@ -223,6 +227,9 @@ def train(
         card["classifier"] = {
             "kind": "dense classifier of one reading's features",
             "score": "-log(1 - p), p the probability that a failure is active",
+            "labels": "healthy readings vs failing ones out of spec by the health rules "
+            "(ml/faults.py); failing readings still in spec left out",
+            "left_out_in_spec": int((~in_validation).sum() - train_rows.sum()),
             "threshold": cl_scale,
             "threshold_method": f"{config.percentile:g}th percentile of healthy validation",
         }
