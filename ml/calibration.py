@@ -26,6 +26,7 @@ from ml.alarms import car_starts
 TAIL_FROM = 0.99
 TAIL_SCALE_AT = 0.999  # the tail's second quantile, which sets its scale
 FENCE = 3.0  # interquartile ranges beyond the upper quartile of cars' peaks: set aside
+CLASSIFIER_MIN_SCALE = float(np.log(2.0))  # -log(1 - p) at p = 0.5
 FLOOR = 1e-30  # scores are floored here before their logarithm
 SUSTAINED = 0.1  # share of a car's readings above the TAIL_FROM point that sets it aside
 DEFAULT_BUDGET = 0.5  # alarms per 1,000 car-hours: half the goal, a margin for a new fleet
@@ -153,6 +154,11 @@ def calibrate_model(
         name: calibrate(parts[name], cars, interval_ms, budget, failing_share)["threshold"]
         for name in ("autoencoder", "classifier")
     }
+    # A classifier is sure of the healthy cars it was trained on (scores of 1e-9): calibrated
+    # there, its scale came out near 4e-6, and a shifted fleet's healthy cars crossed it
+    # (30 false alarms per 1,000 car-hours). It speaks only when it finds a failure more
+    # likely than not.
+    scales["classifier"] = max(scales["classifier"], CLASSIFIER_MIN_SCALE)
     combined = np.maximum(
         parts["autoencoder"] / scales["autoencoder"], parts["classifier"] / scales["classifier"]
     )
