@@ -377,9 +377,7 @@ def main() -> None:
             n: {k: v for k, v in r.items() if k != "per_kind"}
             | {
                 "per_kind": {
-                    kind: {
-                        k: v for k, v in fig.items() if k not in alarms.DELAY_LISTS
-                    }
+                    kind: {k: v for k, v in fig.items() if k not in alarms.DELAY_LISTS}
                     for kind, fig in r["per_kind"].items()
                 }
             }

@@ -212,7 +212,9 @@ def _stats(row: dict[str, Any]) -> dict[str, Any]:
     out["median_delay_min"] = float(np.median(delays)) if len(delays) else float("nan")
     out["p90_delay_min"] = float(np.quantile(delays, 0.9)) if len(delays) else float("nan")
     out["median_delay_readings"] = float(np.median(readings)) if len(readings) else float("nan")
-    out["median_onset_delay_min"] = float(np.median(from_onset)) if len(from_onset) else float("nan")
+    out["median_onset_delay_min"] = (
+        float(np.median(from_onset)) if len(from_onset) else float("nan")
+    )
     return out
 
 

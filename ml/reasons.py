@@ -31,31 +31,36 @@ def _wheel(feature: str) -> str | None:
 def describe(feature: str, reading: Mapping[str, Any]) -> str:
     """One reason: the feature's sensor, its value in ``reading`` (sensor -> value) and its
     healthy band; the bare feature name when the reading lacks the value."""
-    wheel = _wheel(feature)
     try:
-        if feature.startswith(("tire_pressure_", "tire_spread_")) and wheel:
-            psi = float(reading[f"tire_pressure_{wheel}"])
-            return f"tire {wheel} at {psi:.0f} psi (normal {TIRE_PSI[0]}-{TIRE_PSI[1]})"
-        if feature.startswith("accelerometer_") and wheel:
-            value = float(reading[f"accelerometer_{wheel}_value"])
-            return f"shock absorber {wheel} at {value:.1f} m/s² (normal below {ACCELEROMETER_BELOW:g})"
-        if feature in ("vibration_per_speed", "engine_vibration_amplitude"):
-            speed = float(reading["speed"])
-            vibration = float(reading["engine_vibration_amplitude"])
-            if speed <= MIN_SPEED:
-                return f"engine vibration {vibration:.0f} mV standing still"
-            low, high = VIBRATION_PER_SPEED
-            return f"engine vibration {vibration / speed:.0f} mV per m/s (normal {low}-{high})"
-        if feature in ("coolant_temp", "coolant_excess"):
-            celsius = float(reading["coolant_temp"])
-            return f"coolant {celsius:.0f} °C (normal up to {COOLANT_UP_TO})"
-        if feature == "control_unit_firmware":
-            version = float(reading["control_unit_firmware"])
-            return f"firmware {version:.0f} (current {CURRENT_FIRMWARE})"
-        value = float(reading[feature])
+        return _words(feature, reading)
     except (KeyError, TypeError, ValueError):
         return feature
+
+
+def _words(feature: str, reading: Mapping[str, Any]) -> str:
+    wheel = _wheel(feature)
+    if feature.startswith(("tire_pressure_", "tire_spread_")) and wheel:
+        psi = float(reading[f"tire_pressure_{wheel}"])
+        return f"tire {wheel} at {psi:.0f} psi (normal {TIRE_PSI[0]}-{TIRE_PSI[1]})"
+    if feature.startswith("accelerometer_") and wheel:
+        value = float(reading[f"accelerometer_{wheel}_value"])
+        return f"shock absorber {wheel} at {value:.1f} m/s² (normal below {ACCELEROMETER_BELOW:g})"
+    if feature in ("vibration_per_speed", "engine_vibration_amplitude"):
+        return _vibration(float(reading["engine_vibration_amplitude"]), float(reading["speed"]))
+    if feature in ("coolant_temp", "coolant_excess"):
+        return f"coolant {float(reading['coolant_temp']):.0f} °C (normal up to {COOLANT_UP_TO})"
+    if feature == "control_unit_firmware":
+        version = float(reading["control_unit_firmware"])
+        return f"firmware {version:.0f} (current {CURRENT_FIRMWARE})"
+    value = float(reading[feature])
     return f"{feature.replace('_', ' ')} {value:.3g} {UNITS.get(feature, '')}".strip()
+
+
+def _vibration(vibration: float, speed: float) -> str:
+    if speed <= MIN_SPEED:
+        return f"engine vibration {vibration:.0f} mV standing still"
+    low, high = VIBRATION_PER_SPEED
+    return f"engine vibration {vibration / speed:.0f} mV per m/s (normal {low}-{high})"
 
 
 def describe_all(features: Iterable[str], reading: Mapping[str, Any]) -> list[str]:

@@ -34,7 +34,8 @@ def test_flagged_scores_alone_give_the_full_replays_periods(seed: int) -> None:
     full = alarm_history.car_alarm_periods(scores_of(list(flags) + [False] * 12))
     frame = scores_of(list(flags))
     flagged = [
-        {"car": "a", "seq": int(r.seq), "t": r.event_time} for r in frame[frame.anomalous].itertuples()
+        {"car": "a", "seq": int(r.seq), "t": r.event_time}
+        for r in frame[frame.anomalous].itertuples()
     ]
     replayed = alarm_history.fleet_alarm_periods(flagged)
     assert len(full) >= 1

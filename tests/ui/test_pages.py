@@ -257,13 +257,17 @@ def test_car_detail(fleet: Fleet, render: Render) -> None:
     # still holds.
     periods = plotted[("end", "open", "start")]
     assert len(periods) == 1 and bool(periods["open"].iloc[0])
-    assert periods["start"].iloc[0] == scores[-1]["t"].replace(tzinfo=periods["start"].iloc[0].tzinfo)
+    assert periods["start"].iloc[0] == scores[-1]["t"].replace(
+        tzinfo=periods["start"].iloc[0].tzinfo
+    )
     assert "Alarms in this range: 1 (the last still holds)" in texts(at)
     # The alarm's reasons read as values beside their healthy band.
     assert "(normal" in texts(at) or "standing still" in texts(at), texts(at)
     line = next(f for cols, f in plotted.items() if "score" in cols)
     assert list(line["score"]) == pytest.approx([h["score"] for h in scores])
-    threshold = next(f for cols, f in plotted.items() if "threshold" in cols and "score" not in cols)
+    threshold = next(
+        f for cols, f in plotted.items() if "threshold" in cols and "score" not in cols
+    )
     assert set(threshold["threshold"]) == {h["threshold"] for h in scores}
     assert at.json[0].value  # the raw twin document
     assert twin["_id"] in at.json[0].value
@@ -293,7 +297,7 @@ def test_anomaly_leaderboard(fleet: Fleet, render: Render) -> None:
         tire = by_car[car]["reported"]["tire_pressure_1_1"]["value"]
         # The fixture's scores name coolant_temp or speed, then tire_pressure_1_1.
         assert f"tire 1_1 at {tire:.0f} psi (normal 30-34)" in text, text
-        assert "coolant" in text and "(normal up to 110)" in text or f"speed {speed:.3g}" in text
+        assert ("coolant" in text and "(normal up to 110)" in text) or f"speed {speed:.3g}" in text
     assert alarm_series(at)["cars in alarm"].iloc[-1] == len(anomalous)
     drivers = at.dataframe[1].value
     top = Counter(next(iter(t["anomaly"]["top_sensors"])) for t in anomalous[:25])

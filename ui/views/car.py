@@ -145,7 +145,8 @@ with tabs[2]:
         start, end = times.min(), times.max()
         if start == end:
             start, end = start - pd.Timedelta(seconds=30), end + pd.Timedelta(seconds=30)
-        x = alt.X("event_time:T", title="event time (UTC)", scale=alt.Scale(domain=[start, end]))
+        domain = alt.Scale(domain=[start, end])
+        x = alt.X("event_time:T", title="event time (UTC)", scale=domain)
         if chosen and not history.empty:
             long = history.melt("event_time", value_vars=chosen, var_name="sensor")
             st.altair_chart(
@@ -174,7 +175,7 @@ with tabs[2]:
                 alt.Chart(periods)
                 .mark_rect(color="#d62728", opacity=0.15)
                 .encode(
-                    x=alt.X("start:T", title="event time (UTC)", scale=x.scale),
+                    x=alt.X("start:T", title="event time (UTC)", scale=domain),
                     x2="end:T",
                     tooltip=["start:T", "end:T", "open:N"],
                 )
