@@ -8,12 +8,22 @@ is ml/verdict.py's rule, as on the twin. Figures:
 * **alarms**: readings where a car turns anomalous. A *false alarm* is one raised while the car
   has no active failure; *alarm precision* is the share of alarms raised during a failure.
   False alarms are counted per 1,000 car-hours of driving observed.
-* **detection**: a *failure* is one mode's run of readings on one car. Its *delay* runs from its
-  onset (the simulator's ground truth; for a labelled CSV the first reading that shows it) to
-  the first reading during it with the car in alarm. *Recall within B*: the share of failures
-  alarmed within B of onset, among those whose onset was observed (the car was seen before)
-  and that were observed for at least B (or alarmed sooner); failures begun before the data
-  starts count for precision but not for delay.
+* **detection**: a *failure* is one mode's run of readings on one car, from its *onset* (the
+  degradation's start: the simulator's ground truth; for a labelled CSV the first reading that
+  shows it) to its repair. A gradual failure reads healthy for a while (a tire leaking over
+  hours has lost 0.3 psi after five minutes); it becomes a *fault* when its part is out of
+  spec by the car model's own rule (twin/health.py, the twin's health conditions: a tire below
+  27 psi, an accelerometer at 3 m/s² or more, coolant heating over 0.03 °C per ampere-second or
+  at 130 °C, ...) on ``RAISE_K`` of the car's last ``RAISE_N`` readings, the evidence the
+  verdict asks of a model (a single bump on a worn shock absorber is not yet a fault). The
+  *fault onset* is that reading's time (an instant failure's is its first reading that shows
+  it, once three have). The *delay* runs from the fault onset to the first reading during the
+  failure with the car in alarm (negative: alarmed while the part was still degrading), and
+  from the onset as a secondary figure. *Recall within B*: the share of faults alarmed by B
+  after their fault onset, among those whose fault onset was observed (not in the car's first
+  readings) and that were observed for at least B after it (or alarmed sooner); failures
+  repaired before they became faults count for precision (an alarm during a degradation is
+  not false) and in "alarmed before repair", not in recall.
 """
 
 from __future__ import annotations
@@ -27,11 +37,13 @@ import numpy.typing as npt
 from fleet.contract import FAILURE_MODES
 from ingest.cars.common import mode_kind
 from ml import verdict
+from ml.faults import car_starts
 
 Bools = npt.NDArray[np.bool_]
 Ints = npt.NDArray[np.int64]
 MINUTE_MS = 60_000
-BUDGETS_MIN = (5, 60)  # recall within these many minutes of onset
+BUDGETS_MIN = (5, 60)  # recall within these many minutes of the fault onset
+DELAY_LISTS = ("delays_min", "delays_readings", "onset_delays_min")
 
 
 @dataclass
@@ -41,14 +53,6 @@ class Failure:
     onset_ms: int
     first: int  # index of its first reading
     last: int  # index of its last reading
-
-
-def car_starts(car_ids: npt.NDArray[Any]) -> Bools:
-    cars = np.asarray(car_ids)
-    starts = np.ones(len(cars), bool)
-    if len(cars) > 1:
-        starts[1:] = cars[1:] != cars[:-1]
-    return starts
 
 
 def failures(starts: Bools, modes: Bools, onsets: Ints) -> list[Failure]:
@@ -78,9 +82,11 @@ def evaluate(
     modes: Bools,
     onsets: Ints,
     interval_ms: int,
+    faults: Bools | None = None,
     budgets_min: tuple[int, ...] = BUDGETS_MIN,
 ) -> dict[str, Any]:
-    """Every alarm figure of one fleet (readings car by car, each car's in order)."""
+    """Every alarm figure of one fleet (readings car by car, each car's in order). ``faults``:
+    `ml.faults.out_of_spec` of the readings; without it a failure is a fault from its onset."""
     starts = car_starts(car_ids)
     event_time = np.asarray(event_time, np.int64)
     alarm = verdict.car_alarms(flags, starts)
@@ -91,25 +97,49 @@ def evaluate(
     n_false = int((raised & ~failing).sum())
     kinds = sorted({mode_kind(m) for m in FAILURE_MODES})
     per_kind: dict[str, dict[str, Any]] = {
-        k: {"failures": 0, "onset_seen": 0, "detected": 0, "delays_min": [], "delays_readings": []}
+        k: {
+            "failures": 0,
+            "onset_seen": 0,
+            "faults": 0,
+            "fault_seen": 0,
+            "detected": 0,
+            "delays_min": [],
+            "delays_readings": [],
+            "onset_delays_min": [],
+        }
         | {f"within_{b}_min": {"detected": 0, "failures": 0} for b in budgets_min}
         for k in kinds
     }
+    column = {m: j for j, m in enumerate(FAILURE_MODES)}
     for f in failures(starts, modes, onsets):
         row = per_kind[mode_kind(f.mode)]
         row["failures"] += 1
-        seen_before = f.first > f.car_start and f.onset_ms > event_time[f.first - 1]
         hits = np.flatnonzero(alarm[f.first : f.last + 1])
-        if len(hits):
-            row["detected"] += 1
-        if not seen_before:
-            continue  # began before the data: no onset to measure from
-        row["onset_seen"] += 1
-        delay = int(event_time[f.first + hits[0]] - f.onset_ms) if len(hits) else None
+        alarmed = int(event_time[f.first + hits[0]]) if len(hits) else None
+        row["detected"] += alarmed is not None
+        if f.first > f.car_start and f.onset_ms > event_time[f.first - 1]:
+            row["onset_seen"] += 1
+            if alarmed is not None:
+                row["onset_delays_min"].append((alarmed - f.onset_ms) / MINUTE_MS)
+        if faults is None:
+            fault = f.first if f.first > f.car_start else None
+            fault_ms = f.onset_ms
+        else:
+            out = np.flatnonzero(faults[f.first : f.last + 1, column[f.mode]])
+            if not len(out):
+                continue  # repaired (or the data ended) before its part was out of spec
+            fault = f.first + int(out[0])
+            fault_ms = int(event_time[fault])
+        row["faults"] += 1
+        # Out of spec within the car's first readings: the fault may be older than the data.
+        if fault is None or fault < f.car_start + verdict.RAISE_N:
+            continue
+        row["fault_seen"] += 1
+        delay = alarmed - fault_ms if alarmed is not None else None
         if delay is not None:
             row["delays_min"].append(delay / MINUTE_MS)
-            row["delays_readings"].append(int(hits[0]))
-        observed = int(event_time[f.last] - f.onset_ms)
+            row["delays_readings"].append(f.first + int(hits[0]) - fault)
+        observed = int(event_time[f.last] - fault_ms)
         for b in budgets_min:
             budget = b * MINUTE_MS
             hit = delay is not None and delay <= budget
@@ -152,10 +182,11 @@ def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
     for kind in parts[0]["per_kind"]:
         rows = [p["per_kind"][kind] for p in parts]
         merged: dict[str, Any] = {
-            key: sum(r[key] for r in rows) for key in ("failures", "onset_seen", "detected")
+            key: sum(r[key] for r in rows)
+            for key in ("failures", "onset_seen", "faults", "fault_seen", "detected")
         }
-        merged["delays_min"] = [d for r in rows for d in r["delays_min"]]
-        merged["delays_readings"] = [d for r in rows for d in r["delays_readings"]]
+        for key in DELAY_LISTS:
+            merged[key] = [d for r in rows for d in r[key]]
         for key in rows[0]:
             if key.startswith("within_"):
                 merged[key] = {k: sum(r[key][k] for r in rows) for k in ("detected", "failures")}
@@ -168,6 +199,7 @@ def _stats(row: dict[str, Any]) -> dict[str, Any]:
     out = dict(row)
     delays = np.asarray(row["delays_min"], float)
     readings = np.asarray(row["delays_readings"], float)
+    from_onset = np.asarray(row["onset_delays_min"], float)
     for key, value in row.items():
         if key.startswith("within_"):
             hit, eligible = value["detected"], value["failures"]
@@ -180,6 +212,9 @@ def _stats(row: dict[str, Any]) -> dict[str, Any]:
     out["median_delay_min"] = float(np.median(delays)) if len(delays) else float("nan")
     out["p90_delay_min"] = float(np.quantile(delays, 0.9)) if len(delays) else float("nan")
     out["median_delay_readings"] = float(np.median(readings)) if len(readings) else float("nan")
+    out["median_onset_delay_min"] = (
+        float(np.median(from_onset)) if len(from_onset) else float("nan")
+    )
     return out
 
 

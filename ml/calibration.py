@@ -24,6 +24,10 @@ from ml import verdict
 from ml.alarms import car_starts
 
 TAIL_FROM = 0.99
+TAIL_SCALE_AT = 0.999  # the tail's second quantile, which sets its scale
+FENCE = 3.0  # interquartile ranges beyond the upper quartile of cars' peaks: set aside
+CLASSIFIER_MIN_SCALE = float(np.log(2.0))  # -log(1 - p) at p = 0.5
+FLOOR = 1e-30  # scores are floored here before their logarithm
 SUSTAINED = 0.1  # share of a car's readings above the TAIL_FROM point that sets it aside
 DEFAULT_BUDGET = 0.5  # alarms per 1,000 car-hours: half the goal, a margin for a new fleet
 
@@ -44,7 +48,9 @@ def calibrate(
     failing_share: float = 0.05,
 ) -> dict[str, Any]:
     """The threshold meeting ``budget`` on scores of readings car by car (each car's in order)."""
-    scores = np.asarray(scores, np.float64)
+    # Scores are positive (an error, -log(1-p)) with tails heavier than exponential (cars
+    # differ; a classifier's healthy scores span decades): the tail is fitted to their logs.
+    scores = np.log(np.maximum(np.asarray(scores, np.float64), FLOOR))
     cars = np.asarray(car_ids).astype(str)
     starts = car_starts(cars)
     car = np.cumsum(starts) - 1
@@ -55,11 +61,19 @@ def calibrate(
     looks_healthy = medians[car] <= cut
     # A car whose failure began during the slice still has a healthy median: cars above the
     # slice's TAIL_FROM point on more than SUSTAINED of their readings are set aside too (a
-    # calm car is there on about 1 - TAIL_FROM of them).
+    # calm car is there on about 1 - TAIL_FROM of them)...
     stat_all = kth_of_last(scores, starts)
     high = stat_all > np.quantile(stat_all, TAIL_FROM) if len(stat_all) else stat_all > 0
     share_high = np.bincount(car, weights=high, minlength=n_cars) / np.bincount(car)
     looks_healthy &= share_high[car] <= SUSTAINED
+    # ...and so are cars whose highest sustained score lies far out among the cars' highest
+    # (beyond the upper quartile by FENCE interquartile ranges, in logs): a failing car's is
+    # decades above a healthy one's, and a few of them left in stretched the fitted tail
+    # (the threshold came out 7-80 times above any healthy reading's score).
+    peak = np.full(n_cars, -np.inf)
+    np.maximum.at(peak, car, stat_all)
+    q1, q3 = np.quantile(peak, [0.25, 0.75]) if n_cars else (0.0, 0.0)
+    looks_healthy &= peak[car] <= q3 + FENCE * (q3 - q1)
     kept, kept_starts = scores[looks_healthy], car_starts(cars[looks_healthy])
     hours = len(kept) * interval_ms / 3_600_000
     # A calm car raises an alarm when the RAISE_K-th largest of its last RAISE_N scores crosses
@@ -67,17 +81,30 @@ def calibrate(
     # percentile is taken as exponential (peaks over a threshold), so a budget rarer than the
     # slice can show is still met by extrapolation rather than by "no alarm seen".
     stat = kth_of_last(kept, kept_starts)
-    u = float(np.quantile(stat, TAIL_FROM))
+    u, far = (float(q) for q in np.quantile(stat, [TAIL_FROM, TAIL_SCALE_AT]))
     over = stat > u
     runs = int((over & ~np.r_[False, over[:-1]]).sum()) or 1
     mean_run = max(1.0, float(over.sum()) / runs)  # readings per excursion above u
     per_reading = budget / 1000 * interval_ms / 3_600_000 * mean_run
     p_u = float(over.mean())
-    scale = float((stat[over] - u).mean()) if over.any() else 0.0
+    # The tail's scale from two quantiles, not the mean excess over u: failing readings that
+    # slipped past the set-aside would stretch a mean (and the threshold with it).
+    p_far = float((stat > far).mean())
+    scale = (far - u) / float(np.log(p_u / p_far)) if 0 < p_far < p_u else 0.0
     if per_reading < p_u and scale > 0:
-        threshold = u + scale * float(np.log(p_u / per_reading))
+        log_threshold = u + scale * float(np.log(p_u / per_reading))
     else:
-        threshold = float(np.quantile(stat, 1.0 - per_reading))
+        log_threshold = float(np.quantile(stat, 1.0 - per_reading))
+    # Never below what the slice itself shows: at most the budget's alarms in its car-hours
+    # (the extrapolated tail may be lighter than the real one).
+    allowed = int(budget * hours / 1000)
+    kept_car = np.cumsum(kept_starts) - 1
+    kept_peak = np.full(int(kept_car[-1]) + 1 if len(kept_car) else 0, -np.inf)
+    np.maximum.at(kept_peak, kept_car, stat)
+    if len(kept_peak) > allowed:
+        log_threshold = max(log_threshold, float(np.sort(kept_peak)[::-1][allowed]) + 1e-9)
+    threshold = float(np.exp(log_threshold))
+    kept = np.exp(kept)
     return {
         "threshold": threshold,
         "budget_per_1000_car_hours": budget,
@@ -86,8 +113,10 @@ def calibrate(
         "car_hours": hours,
         "cars": n_cars,
         "cars_set_aside": int(n_cars - np.unique(car[looks_healthy]).size),
-        "method": f"exponential tail beyond the {TAIL_FROM:.0%} point of the {verdict.RAISE_K}"
-        f"rd largest of each car's last {verdict.RAISE_N} scores",
+        "method": f"exponential tail of the log of the {verdict.RAISE_K}rd largest of each "
+        f"car's last {verdict.RAISE_N} scores beyond its {TAIL_FROM:.0%} point, its scale from "
+        f"the {TAIL_FROM:.0%} and {TAIL_SCALE_AT:.1%} points; cars whose peak is beyond "
+        f"{FENCE:g} IQR of the cars' peaks set aside; never below the slice's own alarms",
         "rule": f"{verdict.RAISE_K} of {verdict.RAISE_N}, clear after {verdict.CLEAR_M}",
     }
 
@@ -125,6 +154,11 @@ def calibrate_model(
         name: calibrate(parts[name], cars, interval_ms, budget, failing_share)["threshold"]
         for name in ("autoencoder", "classifier")
     }
+    # A classifier is sure of the healthy cars it was trained on (scores of 1e-9): calibrated
+    # there, its scale came out near 4e-6, and a shifted fleet's healthy cars crossed it
+    # (30 false alarms per 1,000 car-hours). It speaks only when it finds a failure more
+    # likely than not.
+    scales["classifier"] = max(scales["classifier"], CLASSIFIER_MIN_SCALE)
     combined = np.maximum(
         parts["autoencoder"] / scales["autoencoder"], parts["classifier"] / scales["classifier"]
     )

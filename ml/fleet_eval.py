@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fleet.contract import FAILURE_MODES, SENSORS, WHEELS
-from ml import alarms, simdata
+from ml import alarms, faults, simdata
 from ml import evaluate as ev
 from ml import features as ft
 
@@ -60,6 +60,7 @@ def evaluate_fleet(
                 modes=columns["modes"],
                 onsets=columns["onsets"],
                 interval_ms=interval,
+                faults=faults.out_of_spec(columns),
             )
         )
         keep = rng.random(len(scores)) < AUC_SAMPLE / max(1, cars * steps)
@@ -133,6 +134,7 @@ def evaluate_columns(
         modes=columns["modes"],
         onsets=columns["onsets"],
         interval_ms=interval_ms,
+        faults=faults.out_of_spec(columns),
     )
     figures["reading_roc_auc"] = ev.roc_auc(scores, columns["failure_occurred"])
     return figures

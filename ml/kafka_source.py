@@ -10,6 +10,7 @@ with 0 messages when the broker is away, so a short read fails loudly instead.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -75,6 +76,50 @@ def partition_offsets(settings: Settings, topic: str) -> dict[int, tuple[int, in
         }
     finally:
         consumer.close()
+
+
+def recent_offsets(
+    settings: Settings, topic: str, offsets: dict[int, tuple[int, int]], hours: float
+) -> dict[int, tuple[int, int]]:
+    """Each partition's ``(first offset of the topic's last hours, high)`` by Kafka timestamp
+    (the producer's send time): the newest message's less ``hours``, looked up with
+    offsets_for_times, so a calibration reads the recent end of the topic instead of all of
+    it. Event time is cut after decoding, as before: a live fleet's send time runs with its
+    event time (a time-lapsed one's slower, so the window holds more), and a replay produced
+    at once falls inside."""
+    consumer = clients.kafka_consumer(settings, f"fleet-ml-seek-{uuid.uuid4().hex[:12]}")
+    try:
+        newest = _newest_timestamps(consumer, topic, offsets)
+        # From the topic's newest message: a partition whose cars went quiet has no recent
+        # hours of its own to read.
+        since = max(newest.values(), default=0) - int(hours * 3_600_000)
+        wanted = [TopicPartition(topic, p, since) for p in newest]
+        found = consumer.offsets_for_times(wanted, timeout=15) if wanted else []
+        out = dict(offsets)
+        for tp in found:
+            low, high = offsets[tp.partition]
+            out[tp.partition] = (max(low, tp.offset) if tp.offset >= 0 else high, high)
+        return out
+    finally:
+        consumer.close()
+
+
+def _newest_timestamps(
+    consumer: Any, topic: str, offsets: dict[int, tuple[int, int]], timeout_s: float = 30.0
+) -> dict[int, int]:
+    """The timestamp of each non-empty partition's newest message (now, for a partition whose
+    last offset holds no message to read, e.g. a transaction marker)."""
+    last = {p: high - 1 for p, (low, high) in offsets.items() if high > low}
+    consumer.incremental_assign([TopicPartition(topic, p, o) for p, o in last.items()])
+    out: dict[int, int] = {}
+    deadline = time.monotonic() + timeout_s
+    while len(out) < len(last) and time.monotonic() < deadline:
+        message = consumer.poll(0.5)
+        if message is not None and not message.error():
+            out[message.partition()] = message.timestamp()[1]
+            consumer.incremental_unassign([TopicPartition(topic, message.partition())])
+    now = int(time.time() * 1000)
+    return {p: out.get(p, now) for p in last}
 
 
 def tfio_messages(
@@ -186,10 +231,14 @@ def read_slice(
     start_ms: int | None = None,
     end_ms: int | None = None,
     stream_timeout_ms: int = 10_000,
+    recent_hours: float | None = None,
 ) -> tuple[dict[str, npt.NDArray[Any]], SliceInfo]:
-    """The readings of the telemetry topic with event time in ``[start_ms, end_ms)``."""
+    """The readings of the telemetry topic with event time in ``[start_ms, end_ms)``; with
+    ``recent_hours``, of its last hours by Kafka timestamp only (``recent_offsets``)."""
     topic = settings.topics.telemetry
     offsets = partition_offsets(settings, topic)
+    if recent_hours is not None:
+        offsets = recent_offsets(settings, topic, offsets, recent_hours)
     expected = sum(high - low for low, high in offsets.values())
     messages = read_messages(settings, topic, offsets, stream_timeout_ms)
     log.info("read from kafka", topic=topic, messages=len(messages), expected=expected)

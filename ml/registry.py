@@ -201,7 +201,11 @@ def calibrate_on_live(settings: Settings, name: str, version: str) -> dict[str, 
     from ml.kafka_source import ShortReadError, read_slice
 
     try:
-        columns, info = read_slice(settings, None, None, settings.ml.stream_timeout_ms)
+        columns, info = read_slice(
+            settings,
+            stream_timeout_ms=settings.ml.stream_timeout_ms,
+            recent_hours=settings.ml.calibration_hours,
+        )
     except ShortReadError as exc:
         log.warning("no live telemetry to calibrate on; threshold kept", error=str(exc))
         return None

@@ -79,21 +79,25 @@ def car_alarms(flags: Bools, starts: Bools | None = None) -> Bools:
         starts[0] = True
     starts = np.asarray(starts, bool).copy()
     starts[0] = True
-    car = np.cumsum(starts) - 1
-    first = np.flatnonzero(starts)[car]  # each reading's car's first index
     position = np.arange(n)
-    total = np.r_[0, np.cumsum(flags)]
-
-    def recent_count(window: int) -> npt.NDArray[np.int64]:
-        begin = np.maximum(position - window + 1, first)
-        return np.asarray(total[position + 1] - total[begin], np.int64)
-
-    raise_now = recent_count(RAISE_N) >= RAISE_K
-    clear_now = recent_count(CLEAR_M) == 0
+    raise_now = recent_count(flags, starts, RAISE_N) >= RAISE_K
+    clear_now = recent_count(flags, starts, CLEAR_M) == 0
     last_raise = np.maximum.accumulate(np.where(raise_now, position, -1))
     # A car's start acts as a clear: nothing carries over from the car before.
     last_clear = np.maximum.accumulate(np.where(clear_now | starts, position, -1))
     return np.asarray(last_raise > last_clear, bool)
+
+
+def recent_count(flags: Bools, starts: Bools, window: int) -> npt.NDArray[np.int64]:
+    """Per reading, how many of its car's last ``window`` readings (itself included) are
+    flagged (``flags`` may be readings x columns: counted per column)."""
+    flags = np.asarray(flags, bool)
+    starts = np.asarray(starts, bool)
+    position = np.arange(len(flags))
+    first = np.maximum.accumulate(np.where(starts, position, 0))
+    total = np.concatenate([np.zeros((1, *flags.shape[1:]), np.int64), np.cumsum(flags, axis=0)])
+    begin = np.maximum(position - window + 1, first)
+    return np.asarray(total[position + 1] - total[begin], np.int64)
 
 
 def alarm_onsets(alarm: Bools, starts: Bools | None = None) -> Bools:

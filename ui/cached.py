@@ -130,3 +130,17 @@ def similar_ids(k: Key, car_id: str) -> list[str]:
 def leaderboard(k: Key, limit: int, only_anomalous: bool) -> list[dict[str, Any]]:
     with context.mongo_errors():
         return twin_reads.leaderboard(context.twins(), limit, only_anomalous)
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def fleet_alarm_periods(k: Key, since: datetime, until: datetime) -> Any:
+    """Every car's alarm periods in [since, until], replayed from the history's flagged
+    scores (ui/alarm_history.py)."""
+    from ui import alarm_history
+
+    with context.mongo_errors():
+        s = context.settings()
+        flagged = alarm_history.flagged_scores(
+            context.database(), s.twin.history_collection, since, until
+        )
+    return alarm_history.fleet_alarm_periods(flagged)

@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 
 from fleet.contract import SENSORS, UNITS
+from ml import reasons
 
 
 def as_utc(value: datetime | None) -> datetime | None:
@@ -130,6 +131,15 @@ def contributions(anomaly: dict[str, Any] | None) -> list[tuple[str, float]]:
 
 def top_sensors_text(anomaly: dict[str, Any] | None, limit: int = 3) -> str:
     return ", ".join(name for name, _value in contributions(anomaly)[:limit])
+
+
+def alarm_reasons(twin: dict[str, Any]) -> str:
+    """The car's alarm in words: each sensor that raised it (or, without an alarm, that
+    drives the newest score) at its newest reported value beside its healthy band, e.g.
+    "tire 2_1 at 21 psi (normal 30-34)" (ml/reasons.py)."""
+    anomaly = twin.get("anomaly") or {}
+    features = anomaly.get("reasons") or [name for name, _v in contributions(anomaly)[:3]]
+    return "; ".join(reasons.describe_all(features, reasons.reported_reading(twin)))
 
 
 def driving_sensor_counts(leaders: list[dict[str, Any]]) -> pd.DataFrame:

@@ -537,8 +537,9 @@ def anomalous_anchor(twins: Twins, page_size: int) -> Cursor | None:
 def leaderboard(
     twins: Twins, limit: int = 25, only_anomalous: bool = False
 ) -> list[dict[str, Any]]:
-    """The highest anomaly scores in the fleet, with the sensors that drive them."""
+    """The highest anomaly scores in the fleet, with the sensors that drive them (and the
+    reported values, which the reasons quote)."""
     where = {ANOMALOUS: True} if only_anomalous else {SCORE: {"$gte": LOWEST[SCORE]}}
-    projection = {"recent_readings": 0, "reported": 0, "positions": 0}
+    projection = {"recent_readings": 0, "positions": 0}
     cursor = twins.find(where, projection).sort([(SCORE, DESCENDING), ("_id", ASCENDING)])
     return list(cursor.limit(limit))

@@ -43,3 +43,23 @@ def test_apply_records_the_calibration_on_the_card() -> None:
     assert model.card["decision"]["autoencoder_scale"] == 0.8
     assert model.card["calibration_of_threshold"] == {"threshold": 1.3, "x": 1}
     assert model.card["threshold_method"] == "false-alarm budget"
+
+
+def test_failing_cars_in_the_slice_do_not_lift_the_threshold() -> None:
+    # 300 healthy cars of 1,000 readings (log-normal scores), and 15 whose failure began in
+    # their last 6% of readings with scores a thousand times higher: their medians look
+    # healthy and they are above the 99th percentile on less than a tenth of their readings.
+    rng = np.random.default_rng(7)
+    cars, n = 315, 1000
+    scores = rng.lognormal(np.log(0.1), 0.4, (cars, n))
+    scores[300:, -60:] = rng.uniform(50.0, 100.0, (15, 60))
+    car_ids = np.repeat([f"car{i:03d}" for i in range(cars)], n)
+    result = calibration.calibrate(scores.reshape(-1), car_ids, 10_000)
+    assert result["cars_set_aside"] >= 15
+    # The healthy cars raise no more alarms than the budget, and the threshold sits within a
+    # few times their highest sustained score, not near the failing cars' 50-100.
+    healthy, starts = scores[:300].reshape(-1), car_starts(car_ids[: 300 * n])
+    hours = 300 * n * 10 / 3600
+    threshold = result["threshold"]
+    assert calibration.alarm_rate(healthy, starts, threshold, hours) <= 0.5
+    assert threshold < 3 * calibration.kth_of_last(healthy, starts).max()

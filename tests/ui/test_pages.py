@@ -46,6 +46,16 @@ def cars_with(twins: list[dict[str, Any]], condition: str) -> set[str]:
     }
 
 
+def alarm_series(at: AppTest) -> Any:
+    """The data of the page's cars-in-alarm chart."""
+    for chart in at.get("vega_lite_chart"):
+        for dataset in chart.proto.datasets:
+            frame = arrow_frame(dataset.data.data)
+            if "cars in alarm" in frame.columns:
+                return frame.sort_values("time").reset_index(drop=True)
+    raise AssertionError("no cars-in-alarm chart")
+
+
 def test_overview_counts(fleet: Fleet, render: Render) -> None:
     _settings, twins = fleet
     at = render("overview")
@@ -61,6 +71,13 @@ def test_overview_counts(fleet: Fleet, render: Render) -> None:
     assert shown["Events in Kafka"] == f"{readings:,}", texts(at)
     assert shown["Scores in Kafka"] == str(len(fleet_events()[1]))
     assert shown["Twin projector lag"] == "0"  # the projector committed everything
+
+    # Cars in alarm over time, replayed from the history's scores: at the fleet clock every
+    # car the twins call anomalous (each raised on its newest reading), none an hour before.
+    series = alarm_series(at)
+    assert series["cars in alarm"].iloc[-1] == anomalous
+    assert series["cars in alarm"].iloc[0] == 0
+    assert series["raised"].sum() == anomalous
 
     conditions = next(d.value for d in at.dataframe if "condition" in d.value.columns)
     shown_counts = dict(zip(conditions["condition"], conditions["cars"], strict=True))
@@ -233,12 +250,24 @@ def test_car_detail(fleet: Fleet, render: Render) -> None:
         c for c in charts if "facet" in c[0] or "layer" in c[0]
     ]
     scales = [layer["encoding"]["x"]["scale"] for layer in score_chart["layer"]]
-    assert scales == [sensors["spec"]["encoding"]["x"]["scale"]] * 3  # one time axis
+    assert scales == [sensors["spec"]["encoding"]["x"]["scale"]] * 4  # one time axis
     frames = {d.name: arrow_frame(d.data.data) for d in datasets}
     plotted = {tuple(sorted(f.columns)): f for f in frames.values()}
+    # The alarm period behind the line: 3 flagged scores of 3 raise it on the third, and it
+    # still holds.
+    periods = plotted[("end", "open", "start")]
+    assert len(periods) == 1 and bool(periods["open"].iloc[0])
+    assert periods["start"].iloc[0] == scores[-1]["t"].replace(
+        tzinfo=periods["start"].iloc[0].tzinfo
+    )
+    assert "Alarms in this range: 1 (the last still holds)" in texts(at)
+    # The alarm's reasons read as values beside their healthy band.
+    assert "(normal" in texts(at) or "standing still" in texts(at), texts(at)
     line = next(f for cols, f in plotted.items() if "score" in cols)
     assert list(line["score"]) == pytest.approx([h["score"] for h in scores])
-    threshold = next(f for cols, f in plotted.items() if "score" not in cols)
+    threshold = next(
+        f for cols, f in plotted.items() if "threshold" in cols and "score" not in cols
+    )
     assert set(threshold["threshold"]) == {h["threshold"] for h in scores}
     assert at.json[0].value  # the raw twin document
     assert twin["_id"] in at.json[0].value
@@ -261,6 +290,15 @@ def test_anomaly_leaderboard(fleet: Fleet, render: Render) -> None:
     board = at.dataframe[0].value
     assert len(board) == min(25, len(anomalous))
     assert list(board["car"]) == [t["_id"] for t in anomalous[:25]]
+    # Reasons in words: the raising sensors at their reported values beside a healthy band.
+    by_car = {t["_id"]: t for t in anomalous}
+    for car, text in zip(board["car"], board["reasons"], strict=True):
+        speed = by_car[car]["reported"]["speed"]["value"]
+        tire = by_car[car]["reported"]["tire_pressure_1_1"]["value"]
+        # The fixture's scores name coolant_temp or speed, then tire_pressure_1_1.
+        assert f"tire 1_1 at {tire:.0f} psi (normal 30-34)" in text, text
+        assert ("coolant" in text and "(normal up to 110)" in text) or f"speed {speed:.3g}" in text
+    assert alarm_series(at)["cars in alarm"].iloc[-1] == len(anomalous)
     drivers = at.dataframe[1].value
     top = Counter(next(iter(t["anomaly"]["top_sensors"])) for t in anomalous[:25])
     assert dict(zip(drivers["sensor"], drivers["cars"], strict=True)) == top

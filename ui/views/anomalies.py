@@ -6,7 +6,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from ui import cached, context, present
+from ui import alarm_chart, cached, context, present
 from ui.widgets import open_car
 
 st.title("Anomalies")
@@ -38,6 +38,7 @@ rows = [
         else None,
         "anomalous": doc["anomaly"]["is_anomaly"],
         "since": doc["anomaly"].get("anomalous_since"),
+        "reasons": present.alarm_reasons(doc),
         "driving sensors": present.top_sensors_text(doc["anomaly"]),
         "model": f"{doc['anomaly']['model_name']} v{doc['anomaly']['model_version']}",
     }
@@ -86,3 +87,6 @@ with right:
         width="stretch",
         column_config={"mean contribution": st.column_config.NumberColumn(format="%.2f")},
     )
+
+clock, _own = cached.fleet_clock()
+alarm_chart.cars_in_alarm(clock)

@@ -10,7 +10,7 @@ import streamlit as st
 
 from fleet.contract import SENSORS, UNITS
 from lake.history import lake_until
-from ui import cached, context, lake_data, present
+from ui import alarm_history, cached, context, lake_data, present
 from ui.widgets import CAR_KEY, condition_label, fmt_int
 
 DEFAULT_SENSORS = ["coolant_temp", "speed", "engine_vibration_amplitude"]
@@ -79,11 +79,11 @@ st.caption(
 )
 
 if anomaly and anomaly.get("is_anomaly"):
-    reasons = ", ".join(anomaly.get("reasons") or []) or "no sensor reported"
     st.error(
-        f"Anomalous since {present.stamp(anomaly.get('anomalous_since'))} (raised by "
-        f"{reasons}); the newest score is driven by "
-        f"{present.top_sensors_text(anomaly) or 'no sensor reported'}.",
+        f"Anomalous since {present.stamp(anomaly.get('anomalous_since'))}: "
+        f"{present.alarm_reasons(twin) or 'no sensor reported'} (newest reading; raised by "
+        f"{', '.join(anomaly.get('reasons') or []) or 'no sensor reported'}, the newest score "
+        f"driven by {present.top_sensors_text(anomaly) or 'no sensor reported'}).",
         icon=":material/warning:",
     )
 
@@ -145,7 +145,8 @@ with tabs[2]:
         start, end = times.min(), times.max()
         if start == end:
             start, end = start - pd.Timedelta(seconds=30), end + pd.Timedelta(seconds=30)
-        x = alt.X("event_time:T", title="event time (UTC)", scale=alt.Scale(domain=[start, end]))
+        domain = alt.Scale(domain=[start, end])
+        x = alt.X("event_time:T", title="event time (UTC)", scale=domain)
         if chosen and not history.empty:
             long = history.melt("event_time", value_vars=chosen, var_name="sensor")
             st.altair_chart(
@@ -168,8 +169,20 @@ with tabs[2]:
                 ]
             )
             base = alt.Chart(scores).encode(x=x)
+            # The car's alarm periods (its verdict replayed over these scores) behind the line.
+            periods = alarm_history.car_alarm_periods(scores)
+            shade = (
+                alt.Chart(periods)
+                .mark_rect(color="#d62728", opacity=0.15)
+                .encode(
+                    x=alt.X("start:T", title="event time (UTC)", scale=domain),
+                    x2="end:T",
+                    tooltip=["start:T", "end:T", "open:N"],
+                )
+            )
             st.altair_chart(
                 alt.layer(
+                    shade,
                     alt.Chart(steps)
                     .mark_line(strokeDash=[6, 4], color="#d62728", interpolate="step-after")
                     .encode(x=x, y=alt.Y("threshold:Q", title="anomaly score")),
@@ -182,10 +195,16 @@ with tabs[2]:
                     .transform_filter("datum.anomalous"),
                 ).properties(
                     height=180,
-                    title="Anomaly score (line; red dots: above the threshold) and threshold "
-                    "(dashed)",
+                    title="Anomaly score (line; red dots: above the threshold), threshold "
+                    "(dashed) and the car's alarms (shaded)",
                 ),
                 width="stretch",
+            )
+            st.caption(
+                f"Alarms in this range: {len(periods)}"
+                + (" (the last still holds)" if len(periods) and periods["open"].iloc[-1] else "")
+                + "; an alarm is raised when 3 of the last 5 scores are above the threshold and "
+                "clears after 10 calm ones (ml/verdict.py)."
             )
             with st.expander(f"Scores ({len(scores)})"):
                 st.dataframe(

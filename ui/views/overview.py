@@ -8,7 +8,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from ui import cached, context, present, streams
+from ui import alarm_chart, cached, context, present, streams
 from ui.widgets import condition_label, fmt_int
 
 REFRESH = {"off": None, "5 s": 5, "10 s": 10, "30 s": 30, "1 min": 60}
@@ -100,7 +100,7 @@ def overview() -> None:
         st.subheader("Cars per condition")
         st.dataframe(conditions, hide_index=True, width="stretch")
 
-    st.subheader("Anomalies over time")
+    st.subheader("Cars anomalous now, by when they turned anomalous")
     series = present.onset_series(summary.onsets)
     if series.empty:
         st.caption("No car is anomalous now (or no model has scored the fleet yet).")
@@ -122,6 +122,7 @@ def overview() -> None:
             "Bars: cars that turned anomalous in each interval; line: cars anomalous now, "
             "cumulated by when each turned anomalous."
         )
+    alarm_chart.cars_in_alarm(summary.clock)
     source = "newest reading" if own_clock else "wall clock: Kafka cannot tell the newest reading"
     st.caption(
         f"Fleet clock ({source}): {present.stamp(summary.clock)} · "
