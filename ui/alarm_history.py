@@ -92,7 +92,6 @@ def cars_in_alarm(
     edges = edges.tz_localize("UTC") if edges.tz is None else edges.tz_convert("UTC")
     if periods.empty:
         return pd.DataFrame({"time": edges, "cars in alarm": 0, "raised": 0})
-    start = pd.to_datetime(periods["start"], utc=True).to_numpy()
     # An open alarm holds to the end of the range; a cleared one up to its clearing reading.
     end = np.where(
         periods["open"].to_numpy(bool),
