@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -89,13 +90,45 @@ def main() -> None:
                 )
                 print(json.dumps(samples[-1]), flush=True)
             time.sleep(EVERY_S)  # a sampling period, not synchronization
+        try:
+            overview = overview_now(settings)
+        except Exception as exc:  # the lag figures must not be lost for it
+            overview = {"errors": [repr(exc)], "metrics": {}, "notes": [], "alarms": []}
     finally:
         demo.send_signal(signal.SIGTERM)
         demo.wait(300)
-    write(samples, args)
+    write(samples, overview, args)
 
 
-def write(samples: list[dict[str, Any]], args: argparse.Namespace) -> None:
+def overview_now(settings: Settings) -> dict[str, Any]:
+    """What the explorer's overview shows now: its figures, its notes and the cars-in-alarm
+    chart (rendered with Streamlit's AppTest, as the UI tests do)."""
+    from streamlit.testing.v1 import AppTest
+
+    from ui.context import SETTINGS_KEY
+
+    at = AppTest.from_file(str(HERE.parent / "ui" / "app.py"), default_timeout=180)
+    at.session_state[SETTINGS_KEY] = settings
+    at.switch_page("views/overview.py")
+    at.run()
+    notes = [*at.info, *at.warning, *at.error, *at.caption, *at.success]
+    alarms: list[int] = []
+    for chart in at.get("vega_lite_chart"):
+        for dataset in chart.proto.datasets:
+            frame = pa.ipc.open_stream(dataset.data.data).read_pandas()
+            if "cars in alarm" in frame.columns:
+                alarms = frame.sort_values("time")["cars in alarm"].astype(int).tolist()
+    return {
+        "errors": [e.message for e in at.exception],
+        "metrics": {m.label: m.value for m in at.metric},
+        "notes": [str(n.value) for n in notes],
+        "alarms": alarms,
+    }
+
+
+def write(
+    samples: list[dict[str, Any]], overview: dict[str, Any], args: argparse.Namespace
+) -> None:
     seconds = np.array([s["lag_s"] for s in samples if s["lag_s"] is not None])
     events = np.array([s["lag"] for s in samples])
     figures = {
@@ -111,6 +144,7 @@ def write(samples: list[dict[str, Any]], args: argparse.Namespace) -> None:
         "share_of_samples_under_2_s": round(float((seconds < 2).mean()), 3),
         "load_1m_end": round(os.getloadavg()[0], 1),
         "series": samples,
+        "overview": overview,
     }
     (RESULTS / "demo.json").write_text(json.dumps(figures, indent=1) + "\n")
     lines = [
@@ -125,6 +159,13 @@ def write(samples: list[dict[str, Any]], args: argparse.Namespace) -> None:
         f"| {figures['lag_events_p50']:,} / {figures['lag_events_max']:,} | "
         f"{figures['lag_s_p50']} / {figures['lag_s_p95']} / {figures['lag_s_max']} | "
         f"{figures['share_of_samples_under_2_s']:.1%} | {figures['load_1m_end']} |",
+        "",
+        f"The overview at the end (rendered with AppTest; errors: {overview['errors'] or 'none'}):",
+        "",
+        *(f"- {label}: {value}" for label, value in overview["metrics"].items()),
+        "- cars in alarm over the last hour (chart): "
+        + (", ".join(map(str, overview["alarms"])) or "no chart"),
+        *(f"- note: {note}" for note in overview["notes"]),
         "",
     ]
     (RESULTS / "demo.md").write_text("\n".join(lines))

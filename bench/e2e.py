@@ -405,6 +405,7 @@ def main() -> None:
         "machine": f"{os.cpu_count()} cores",
         "bridges": args.bridges,
         "publishers": args.publishers,
+        "score_wait_seconds": Settings().twin.score_wait_seconds,
         "rates": {},
     }
     try:
@@ -535,6 +536,8 @@ def write_results(results: dict[str, Any], label: str) -> None:
     for name, run in data.items():
         phases = list(run["rates"].values())
         lines += [f"## {name}: {run['mongodb_server']}, {run['date']}", ""]
+        if "score_wait_seconds" in run:
+            lines += [f"Projector `twin.score_wait_seconds`: {run['score_wait_seconds']}.", ""]
         lines += table(list(COLUMNS), [[cell(f) for cell in COLUMNS.values()] for f in phases])
         processes = sorted(
             {

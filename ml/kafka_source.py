@@ -195,13 +195,45 @@ def read_messages(
     offsets: dict[int, tuple[int, int]],
     stream_timeout_ms: int = 10_000,
 ) -> list[bytes]:
-    """Every message of ``topic`` (all partitions) from ``offsets``' low marks, via tfio."""
+    """Every message of ``topic`` (all partitions) from ``offsets``' low marks, via tfio,
+    until the stream goes quiet for ``stream_timeout_ms`` (a topic being written to never
+    does: read those with ``read_until_high``)."""
     group = f"fleet-ml-train-{uuid.uuid4().hex[:12]}"  # a fresh group, so nothing is shared
     start_group_at(settings, group, topic, offsets)
     dataset = tfio_messages(settings, topic, group, stream_timeout_ms)
     out: list[bytes] = []
     for chunk in dataset.as_numpy_iterator():
         out.extend(chunk.tolist())
+    return out
+
+
+def read_until_high(
+    settings: Settings, topic: str, offsets: dict[int, tuple[int, int]], timeout_s: float
+) -> list[bytes]:
+    """The messages of ``topic`` between each partition's ``(low, high)`` offsets, with a
+    plain consumer that stops at the high marks: it ends on a live topic too (a calibration
+    while the fleet sends), where tensorflow-io's stream, which ends when the topic goes quiet,
+    would read on forever (one of its reads returns only after a poll comes back empty).
+    Stops after ``timeout_s`` whatever it has (the caller checks the count)."""
+    consumer = clients.kafka_consumer(settings, f"fleet-ml-read-{uuid.uuid4().hex[:12]}")
+    left = {p: high for p, (low, high) in offsets.items() if high > low}
+    consumer.assign([TopicPartition(topic, p, offsets[p][0]) for p in left])
+    out: list[bytes] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while left and time.monotonic() < deadline:
+            for message in consumer.consume(10_000, timeout=1.0):
+                partition, offset, value = message.partition(), message.offset(), message.value()
+                if message.error() is not None or partition is None or offset is None:
+                    continue
+                if value is not None and offset < left.get(partition, -1):
+                    out.append(value)
+            # Positions, not the last message seen: a partition may end in a control record.
+            for tp in consumer.position([TopicPartition(topic, p) for p in list(left)]):
+                if tp.offset >= left[tp.partition]:
+                    del left[tp.partition]
+    finally:
+        consumer.close()
     return out
 
 
@@ -240,11 +272,14 @@ def read_slice(
     if recent_hours is not None:
         offsets = recent_offsets(settings, topic, offsets, recent_hours)
     expected = sum(high - low for low, high in offsets.values())
-    messages = read_messages(settings, topic, offsets, stream_timeout_ms)
+    if recent_hours is not None:  # the live fleet's recent hours: the topic grows meanwhile
+        messages = read_until_high(settings, topic, offsets, 10 * stream_timeout_ms / 1000)
+    else:
+        messages = read_messages(settings, topic, offsets, stream_timeout_ms)
     log.info("read from kafka", topic=topic, messages=len(messages), expected=expected)
     if len(messages) < expected or expected == 0:
         raise ShortReadError(
-            f"tensorflow-io read {len(messages)} messages from {topic}, but its partitions held "
+            f"read {len(messages)} messages from {topic}, but its partitions held "
             f"{expected} when the read began (broker unreachable, or stream timeout too short?)"
         )
     columns, undecodable, duplicates = decode_slice(messages, start_ms, end_ms)

@@ -4,6 +4,7 @@ offsets_for_times, not the whole topic."""
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -53,3 +54,39 @@ def test_a_calibration_reads_only_the_recent_hours(fresh_settings: Settings) -> 
     # Without the window the whole topic is read.
     everything, _ = read_slice(settings, stream_timeout_ms=3000)
     assert len(everything["car_id"]) == len(old) + len(new)
+
+
+def test_a_read_ends_while_the_fleet_keeps_sending(fresh_settings: Settings) -> None:
+    """A calibration on promotion reads a live topic: it stops at the messages the topic held
+    when it began, not when the stream goes quiet (which a live fleet never does)."""
+    settings = fresh_settings
+    before = simdata.simulated_records(cars=6, steps=5, seed=3, first_car=1)
+    produce_at(settings, before, int(time.time() * 1000))
+    stop = threading.Event()
+
+    def keep_sending() -> None:
+        seed = 10
+        while not stop.is_set():
+            more = simdata.simulated_records(cars=3, steps=1, seed=seed, first_car=1000 + seed)
+            produce_at(settings, more, int(time.time() * 1000))
+            seed += 1
+            stop.wait(0.2)  # a fleet's pace, well inside the stream timeout below
+
+    sender = threading.Thread(target=keep_sending, daemon=True)
+    sender.start()
+    result: list[Any] = []
+    try:
+        reader = threading.Thread(
+            target=lambda: result.append(
+                read_slice(settings, stream_timeout_ms=5000, recent_hours=1.0)
+            ),
+            daemon=True,
+        )
+        reader.start()
+        reader.join(120)
+        assert not reader.is_alive(), "the read never ended on a live topic"
+    finally:
+        stop.set()
+        sender.join(30)
+    _columns, info = result[0]
+    assert info.readings >= len(before)
