@@ -202,7 +202,7 @@ def table(results: dict[str, Any], card: dict[str, Any], args: argparse.Namespac
             f"false alarms {'met' if g['false_alarms'] else 'MISSED'}",
             f"precision {'met' if g['precision'] else 'MISSED'}",
             f"every kind >= 95% within 5 min {'met' if g['recall'] else 'MISSED'}"
-            + (f" (weakest: {g['weakest']})" if g["weakest"] else ""),
+            + (f" (weakest: {g['weakest']})" if g["weakest"] and not g["recall"] else ""),
         ]
         lines.append(f"- **{n}**: " + "; ".join(verdicts))
     lines += [
