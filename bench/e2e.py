@@ -376,6 +376,12 @@ def lag_growth(series: list[dict[str, float]], until: float) -> dict[str, float 
     }
 
 
+def growth(phase: dict[str, Any]) -> dict[str, float | None]:
+    """A phase's lag growth (computed afresh for runs from before it was recorded)."""
+    kept = phase.get("lag_growth_per_s")
+    return kept if kept else lag_growth(phase["lag_series"], phase["seconds"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cars", type=int, default=100_000)
@@ -510,7 +516,7 @@ COLUMNS = {
         str(f["lag_max"][n]) for n in GROUPS
     ),
     "lag growth, messages/s while publishing: projector / history / archiver / scorer": lambda f: (
-        " / ".join(str(f.get("lag_growth_per_s", {}).get(n)) for n in GROUPS)
+        " / ".join(str(growth(f)[n]) for n in GROUPS)
     ),
     "CPU µs per reading": lambda f: str(f["cpu_us_per_reading_total"]),
     "twin bytes mean / max": lambda f: f"{f['twin_bytes_mean']} / {f['twin_bytes_max']}",
@@ -532,6 +538,12 @@ def write_results(results: dict[str, Any], label: str) -> None:
     data = json.loads(path.read_text()) if path.exists() else {}
     data[label or results["mongodb_server"]] = results
     path.write_text(json.dumps(data, indent=1) + "\n")
+    print(f"wrote {path}")
+    render(data)
+
+
+def render(data: dict[str, Any]) -> None:
+    """e2e.md and the lag plots from every run kept in e2e.json."""
     lines = ["# End to end at the original demo's load", ""]
     for name, run in data.items():
         phases = list(run["rates"].values())
@@ -559,7 +571,6 @@ def write_results(results: dict[str, Any], label: str) -> None:
         picture = plot_lag(name, run)
         lines += ["", f"Consumer lag over time: ![lag]({picture.name})", ""]
     (RESULTS / "e2e.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {path}")
 
 
 def plot_lag(name: str, run: dict[str, Any]) -> Path:
@@ -578,11 +589,12 @@ def plot_lag(name: str, run: dict[str, Any]) -> Path:
         axis.axvline(phase["seconds"], color="grey", linestyle=":", linewidth=1)
         axis.set_title(f"{phase['rate_target_readings_per_s']:,} readings/s offered")
         axis.set_xlabel("s since the first publish (dotted: the last)")
-    axes[0][0].set_ylabel("lag (readings)")
+    axes[0][0].set_ylabel("lag (messages)")
     axes[0][0].legend(fontsize="small")
     figure.suptitle(f"{name}: {run['mongodb_server']}, {run['date']}")
     figure.tight_layout()
-    path = RESULTS / f"e2e-lag-{name}.png"
+    slug = "".join(c if c.isalnum() or c in "-." else "-" for c in name).strip("-")
+    path = RESULTS / f"e2e-lag-{slug}.png"
     figure.savefig(path, dpi=80)
     plt.close(figure)
     return path
