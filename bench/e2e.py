@@ -581,7 +581,8 @@ def plot_lag(name: str, run: dict[str, Any]) -> Path:
     import matplotlib.pyplot as plt
 
     phases = list(run["rates"].values())
-    figure, axes = plt.subplots(1, len(phases), figsize=(4.5 * len(phases), 3.2), squeeze=False)
+    width = max(4.5 * len(phases), 7.0)  # room for the title over a single panel
+    figure, axes = plt.subplots(1, len(phases), figsize=(width, 3.2), squeeze=False)
     for axis, phase in zip(axes[0], phases, strict=True):
         series = phase["lag_series"]
         for group in GROUPS:
